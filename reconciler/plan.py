@@ -1,0 +1,172 @@
+"""The plan (SPEC §5): typed changes and reported items, their order, counts and checksum.
+
+Pure values: rules produce a Plan, renderers format it, the engine applies it. Nothing here
+talks to a platform or prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+FORMAT_VERSION = 1
+
+MAILCHIMP = "mailchimp"
+HUBSPOT = "hubspot"
+
+ACTIONS = (
+    "create_member",
+    "update_member",
+    "add_tags",
+    "remove_tags",
+    "archive_member",
+    "restore_member",
+    "unsubscribe_member",
+    "unsubscribe_contact",
+    "create_contact",
+    "add_to_list",
+    "remove_from_list",
+    "set_contact_properties",
+)
+
+# R18: apply order. Every change carries one of these steps; the plan sorts by
+# (step, target, email, action) so that equal inputs always give the same plan.
+STEP_OPT_OUTS_TO_HUBSPOT = 10  # R11 (create_contact, then unsubscribe_contact)
+STEP_OPT_OUTS_FROM_HUBSPOT = 20  # R4 unsubscribe_member
+STEP_CRITICAL = 30  # R2 archive_member
+STEP_HANDOVER_HUBSPOT = 40  # R12 add_to_list, remove_from_list, set_contact_properties
+STEP_HANDOVER_MAILCHIMP = 45  # R12 remove_tags, archive_member (after the HubSpot writes)
+STEP_LEAVE = 50  # R9 archive_member / remove_tags
+STEP_MEMBERS = 60  # R5 create, R8 restore, R6 update_member / add_tags / remove_tags
+STEP_CLEANUP = 70  # R2/R3 remove_from_list
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted(_freeze(v) for v in value))
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Plain JSON-able values (dicts, lists) from frozen ones."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One write the apply will make.
+
+    `target`: the audience name for Mailchimp changes, the list id for list membership changes,
+    the subscription id for `unsubscribe_contact`, `contacts` for `create_contact` and
+    `set_contact_properties`. `before` holds only the fields the change writes, as observed;
+    `after` the values it writes. For tags, the keys are tag names and the values presence
+    (`{"Recruitment": False}` -> `{"Recruitment": True}`); for list membership `{"member": bool}`;
+    for statuses `{"status": ...}`; for merge fields the merge tags.
+    """
+
+    system: str
+    action: str
+    target: str
+    email: str
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+    reason: str
+    step: int
+    contact_id: str | None = None
+
+    @staticmethod
+    def make(
+        system: str,
+        action: str,
+        target: str,
+        email: str,
+        before: Mapping[str, Any],
+        after: Mapping[str, Any],
+        reason: str,
+        step: int,
+        contact_id: str | None = None,
+    ) -> "Change":
+        return Change(system, action, target, email, _freeze(before), _freeze(after), reason, step, contact_id)
+
+    @property
+    def rule(self) -> str:
+        """The rule named at the start of the reason (`R2 critical list 762` -> `R2`)."""
+        return self.reason.split(" ", 1)[0]
+
+    def sort_key(self) -> tuple:
+        return (self.step, self.target, self.email, ACTIONS.index(self.action), self.reason)
+
+    def canonical(self) -> dict[str, Any]:
+        """The JSON-able form used by the checksum and the JSON plan (no derived fields)."""
+        return {
+            "system": self.system,
+            "action": self.action,
+            "target": self.target,
+            "email": self.email,
+            "contact_id": self.contact_id,
+            "before": _thaw(self.before),
+            "after": _thaw(self.after),
+            "reason": self.reason,
+            "step": self.step,
+        }
+
+    def identity(self) -> tuple:
+        """What makes two plans' changes 'the same change' (used by the stale-plan check)."""
+        return (self.system, self.action, self.target, self.email, canonical_json(self.before), canonical_json(self.after))
+
+
+REPORT_KINDS = ("skipped", "refused", "warning", "deferred", "capped", "unchanged")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A reported item: not a change; never affects the checksum or an exit code."""
+
+    kind: str  # one of REPORT_KINDS
+    target: str
+    email: str | None
+    reason: str  # names the rule and the data, like a change's reason
+
+    def canonical(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "email": self.email, "reason": self.reason}
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(_thaw(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def checksum_of(changes: Iterable[Change]) -> str:
+    """sha256 over the canonical changes, including their `before` values (SPEC §5)."""
+    digest = hashlib.sha256()
+    for change in changes:
+        digest.update(canonical_json(change.canonical()).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    reports: tuple[Report, ...] = ()
+    audiences: tuple[str, ...] = ()  # the audience names this plan covers
+    observed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # counts
+    safety_bases: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def checksum(self) -> str:
+        return checksum_of(self.changes)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
