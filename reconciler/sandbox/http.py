@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import parse_qs
 
 
@@ -73,6 +73,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json; charset=utf-8"
     mutated: bool = False  # True when the request changed state (journaled for --state)
+    endpoint: str = ""  # route name for the request counters, e.g. "GET /3.0/lists/{list_id}/members"
 
     def encoded(self) -> bytes:
         if self.body is None:
@@ -83,6 +84,31 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+
+
+class VendorApi(Protocol):
+    """What the server needs from each emulated vendor (HubSpot, Mailchimp).
+
+    The server: picks the vendor whose `owns(path)` is true; calls `admit` (authentication and
+    rate limits; an error response ends the request, None admits it and obliges a `release`);
+    sleeps `--latency-ms` while admitted (so concurrency limits see slow requests); calls
+    `handle`; journals the request when `response.mutated`; and calls `release`. Journal replay
+    calls `handle` alone with `request.replay = True`.
+    """
+
+    name: str  # "hubspot" | "mailchimp"
+
+    def owns(self, path: str) -> bool: ...
+
+    def admit(self, request: Request) -> Response | None: ...
+
+    def handle(self, request: Request) -> Response: ...
+
+    def release(self, request: Request) -> None: ...
+
+    def error_response(self, status: int) -> Response:
+        """The vendor's own body for an injected 500 or 503."""
+        ...
 
 
 class Router:
