@@ -1,0 +1,95 @@
+"""Apply notifications (SPEC §8): Teams (Adaptive Card via a Workflows webhook) and Slack.
+
+Separate from the engine so delivery can fail without touching the apply's outcome: every
+error here is caught and returned as a line to report; the exit code never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import requests
+
+from reconciler.settings import Notifications, Notifier
+
+EVENT_BY_EXIT = {1: "failed", 5: "failed", 3: "unsafe", 4: "stale", 0: "applied"}
+TITLES = {
+    "failed": "Reconcile apply failed",
+    "unsafe": "Reconcile apply refused: unsafe plan",
+    "stale": "Reconcile apply refused: stale plan",
+    "applied": "Reconcile apply finished",
+}
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What a notification says about one apply."""
+
+    run_id: str
+    exit_code: int
+    counts: Mapping[str, int] = field(default_factory=dict)  # outcome -> count (applied, failed, ...)
+    failures: Sequence[str] = ()  # one line each, emails already masked
+    message: str = ""  # the one-line error or safety/stale summary, if any
+
+    @property
+    def event(self) -> str:
+        return EVENT_BY_EXIT.get(self.exit_code, "failed")
+
+
+def _facts(report: ApplyReport) -> list[tuple[str, str]]:
+    facts = [("Run", report.run_id), ("Exit code", str(report.exit_code))]
+    facts += [(name.replace("_", " ").capitalize(), str(count)) for name, count in sorted(report.counts.items())]
+    return facts
+
+
+def teams_payload(report: ApplyReport, top: int = 5) -> dict[str, Any]:
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": TITLES[report.event], "wrap": True},
+        {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in _facts(report)]},
+    ]
+    if report.message:
+        body.append({"type": "TextBlock", "text": report.message, "wrap": True})
+    if report.failures:
+        body.append({"type": "TextBlock", "weight": "Bolder", "text": f"Top failures ({len(report.failures)})"})
+        body += [{"type": "TextBlock", "text": line, "wrap": True, "spacing": "None"} for line in report.failures[:top]]
+    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+            "version": "1.4", "body": body}
+    return {"type": "message", "attachments": [
+        {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+
+
+def slack_payload(report: ApplyReport, top: int = 5) -> dict[str, Any]:
+    facts = "\n".join(f"*{k}:* {v}" for k, v in _facts(report))
+    text = f"{TITLES[report.event]}\n{facts}"
+    if report.message:
+        text += f"\n{report.message}"
+    if report.failures:
+        text += f"\n*Top failures ({len(report.failures)}):*\n" + "\n".join(f"• {line}" for line in report.failures[:top])
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]}
+
+
+def _deliver(name: str, notifier: Notifier, payload: dict[str, Any], timeout: float) -> str | None:
+    try:
+        response = requests.post(notifier.webhook_url or "", json=payload, timeout=timeout)
+    except requests.RequestException as exc:
+        # The webhook URL is a secret: name the channel and the error class, never the URL.
+        return f"notify: {name} webhook not reached ({type(exc).__name__}); the apply result is unchanged"
+    if response.status_code >= 300:
+        return f"notify: {name} webhook answered HTTP {response.status_code}; the apply result is unchanged"
+    return None
+
+
+def notify(notifications: Notifications, report: ApplyReport, *, timeout: float = 10.0) -> list[str]:
+    """Post one message per configured channel whose `on` holds this apply's event.
+
+    Returns problem lines to report; never raises for a delivery failure."""
+    problems: list[str] = []
+    channels = (("teams", notifications.teams, teams_payload), ("slack", notifications.slack, slack_payload))
+    for name, notifier, build in channels:
+        if notifier is None or not notifier.webhook_url or report.event not in notifier.on:
+            continue
+        problem = _deliver(name, notifier, build(report), timeout)
+        if problem:
+            problems.append(problem)
+    return problems
