@@ -34,7 +34,8 @@ ACTIONS = (
 
 # R18: apply order. Every change carries one of these steps; the plan sorts by
 # (step, target, email, action) so that equal inputs always give the same plan.
-STEP_OPT_OUTS_TO_HUBSPOT = 10  # R11 (create_contact, then unsubscribe_contact)
+STEP_OPT_OUTS_CREATE_CONTACTS = 5  # R11 create_contact (create_missing_contacts), before its unsubscribes
+STEP_OPT_OUTS_TO_HUBSPOT = 10  # R11 unsubscribe_contact (after the create_contact of step 5)
 STEP_OPT_OUTS_FROM_HUBSPOT = 20  # R4 unsubscribe_member
 STEP_CRITICAL = 30  # R2 archive_member
 STEP_HANDOVER_HUBSPOT = 40  # R12 add_to_list, remove_from_list, set_contact_properties
@@ -73,6 +74,28 @@ class Change:
     `after` the values it writes. For tags, the keys are tag names and the values presence
     (`{"Recruitment": False}` -> `{"Recruitment": True}`); for list membership `{"member": bool}`;
     for statuses `{"status": ...}`; for merge fields the merge tags.
+
+    Shapes by action (what the rules produce; the engine and renderers rely on them):
+
+    - create_member: before `{}`; after `{"status_if_new": s, "merge_fields": {TAG: v}, "tags": {tag: True}}`.
+    - update_member: before `{TAG: observed}`; after `{TAG: normalised value}` (only differing fields,
+      never `status`).
+    - add_tags / remove_tags: before `{tag: False}` / `{tag: True}`; after the opposite presence.
+    - archive_member: before `{"status": observed}`; after `{"status": "archived"}`.
+    - restore_member: before `{"status": "archived", "merge_fields": {TAG: observed}, "tags": {tag: observed
+      presence}}`; after `{"status": new_member_status, "merge_fields": {TAG: v}, "tags": {tag: bool}}`:
+      every desired merge field (as a create would send), and only the tags that change.
+    - unsubscribe_member (R4): before `{"status": "subscribed"|"pending"}`; after `{"status": "unsubscribed"}`.
+    - unsubscribe_contact (R11): target the subscription id; before `{"unsubscribed": False}`; after
+      `{"unsubscribed": True, "legal_basis": ..., "explanation": ...}`. Sent by email (Communication
+      Preferences API); `contact_id` is None when the contact is created in the same plan.
+    - create_contact (R11 `create_missing_contacts`): target `contacts`; before `{}`; after `{"email": e}`.
+    - add_to_list / remove_from_list: target the list id; `{"member": bool}`; `contact_id` set.
+    - set_contact_properties (R12): target `contacts`; before `{prop: observed}`; after `{prop: value}`.
+
+    R18's wait is derived, not stored: an `archive_member` whose `before.status` is unsubscribed or
+    cleaned waits for every `unsubscribe_contact` change with the same email in the plan
+    (`Plan.prerequisites`); if any of them fails, the archive is deferred and reported.
     """
 
     system: str
@@ -105,7 +128,8 @@ class Change:
         return self.reason.split(" ", 1)[0]
 
     def sort_key(self) -> tuple:
-        return (self.step, self.target, self.email, ACTIONS.index(self.action), self.reason)
+        # contact_id last: duplicates by email (R1) may each be removed from one list.
+        return (self.step, self.target, self.email, ACTIONS.index(self.action), self.reason, self.contact_id or "")
 
     def canonical(self) -> dict[str, Any]:
         """The JSON-able form used by the checksum and the JSON plan (no derived fields)."""
@@ -162,6 +186,9 @@ class Plan:
     audiences: tuple[str, ...] = ()  # the audience names this plan covers
     observed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # counts
     safety_bases: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # audience name -> Mailchimp list id, for the audiences this plan covers (Mailchimp changes
+    # target the audience name; the engine and `simulate` map it to the list).
+    audience_lists: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def checksum(self) -> str:
@@ -170,3 +197,13 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.changes
+
+    def prerequisites(self, change: Change) -> tuple[Change, ...]:
+        """The changes that must succeed before `change` runs (R18).
+
+        An archive (R2, R12) of an unsubscribed or cleaned member waits for that member's R11
+        unsubscribes; nothing else waits on anything beyond the step order.
+        """
+        if change.action != "archive_member" or change.before.get("status") not in ("unsubscribed", "cleaned"):
+            return ()
+        return tuple(c for c in self.changes if c.action == "unsubscribe_contact" and c.email == change.email)
