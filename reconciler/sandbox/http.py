@@ -43,6 +43,11 @@ class Request:
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)  # path parameters from the route
     replay: bool = False  # True when replayed from the state journal (no auth, limits or faults)
+    # Wall-clock time (epoch seconds) the request was first handled; the journal keeps it so a
+    # replay reproduces the same timestamps. None means "now".
+    time: float | None = None
+    # Scratch space a vendor fills in `admit` and reads in `handle`/`release` (e.g. rate-limit headers).
+    context: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def parse_query(raw: str) -> dict[str, list[str]]:
