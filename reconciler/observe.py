@@ -1,0 +1,337 @@
+"""Observe: read both platforms, concurrently and within their limits, into one Snapshot (R15).
+
+Separate from the clients (which know the vendors) and from the rules (which know no I/O): this is
+where "which lists, contacts and members does the config need" is decided, and batched.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from reconciler.model import AudienceState, Contact, HubList, Member, MergeField, Snapshot, normalise_email
+from reconciler.platforms.hubspot import CONTACT_BATCH, ContactRecord, HubSpotClient, ListInfo, chunks
+from reconciler.platforms.mailchimp import AudienceInfo, MailchimpClient
+from reconciler.settings import Audience, Config
+
+Progress = Callable[[str, int, "int | None"], None]
+OPTOUT_ALL = "hs_email_optout"
+OPTOUT_PREFIX = "hs_email_optout_"
+
+
+def _selected(config: Config, audiences: Iterable[str] | None) -> list[Audience]:
+    names = list(config.audiences) if audiences is None else list(audiences)
+    return [config.audiences[name] for name in names]
+
+
+def configured_lists(config: Config, audiences: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Every HubSpot list the selected audiences depend on, with the roles it plays (for messages).
+
+    Critical lists always (R2 applies to every audience); the exclusion sets the audiences' streams
+    use; their sources; their handover `to_list` and `remove_from` lists.
+    """
+    roles: dict[str, list[str]] = {}
+
+    def add(list_id: str, role: str) -> None:
+        roles.setdefault(str(list_id), []).append(role)
+
+    for list_id in config.exclusions.critical:
+        add(list_id, "critical list")
+    for audience in _selected(config, audiences):
+        for stream in audience.streams:
+            for name in stream.exclude:
+                for list_id in config.exclusions.hard.get(name, ()):
+                    add(list_id, f"exclusion set {name}")
+            for source in stream.sources:
+                add(source.list, f"source of audience {audience.name} stream {stream.name}")
+        for handover in audience.handover:
+            add(handover.to_list, f"handover to_list of audience {audience.name} (tag {handover.tag})")
+            for list_id in handover.remove_from:
+                add(list_id, f"handover remove_from of audience {audience.name} (tag {handover.tag})")
+    return {k: list(dict.fromkeys(v)) for k, v in roles.items()}
+
+
+def subscription_ids(config: Config, audiences: Iterable[str] | None = None) -> list[str]:
+    ids = dict.fromkeys(str(s) for s in config.subscriptions.values())
+    for audience in _selected(config, audiences):
+        opt = audience.opt_outs
+        ids.update(dict.fromkeys(opt.from_hubspot))
+        if opt.to_hubspot is not None:
+            ids.update(dict.fromkeys(opt.to_hubspot.subscriptions))
+    return list(ids)
+
+
+def mapped_properties(config: Config, audiences: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """HubSpot properties the config names (merge fields, tag_rules, set_properties), with where."""
+    where: dict[str, list[str]] = {}
+    for audience in _selected(config, audiences):
+        for tag, prop in audience.merge_fields.items():
+            where.setdefault(prop, []).append(f"audiences.{audience.name}.merge_fields.{tag}")
+        for stream in audience.streams:
+            for source in stream.sources:
+                for rule in source.tag_rules:
+                    where.setdefault(rule.property, []).append(
+                        f"audiences.{audience.name} stream {stream.name} source {source.list} tag_rules")
+        for handover in audience.handover:
+            for prop in handover.set_properties:
+                where.setdefault(prop, []).append(f"audiences.{audience.name}.handover ({handover.tag}).set_properties")
+    return where
+
+
+def contact_properties(config: Config, audiences: Iterable[str] | None = None) -> list[str]:
+    """What batch/read asks for: email, the opt-out flags, and every mapped property."""
+    props = ["email", OPTOUT_ALL] + [OPTOUT_PREFIX + sid for sid in subscription_ids(config, audiences)]
+    return list(dict.fromkeys(props + sorted(mapped_properties(config, audiences))))
+
+
+def _true(value: Any) -> bool:
+    return str(value).strip().lower() == "true" if value is not None else False
+
+
+class _Progress:
+    """Serialises progress calls from worker threads, so the CLI's callback needs no lock."""
+
+    def __init__(self, callback: Progress | None) -> None:
+        self._callback = callback
+        self._lock = threading.Lock()
+
+    def __call__(self, step: str, done: int, total: int | None) -> None:
+        if self._callback is not None:
+            with self._lock:
+                self._callback(step, done, total)
+
+
+@dataclass
+class _HubSpotRead:
+    lists: dict[str, ListInfo]
+    members: dict[str, list[str]]  # list id -> record ids
+    contacts: dict[str, ContactRecord]
+
+
+@dataclass
+class _AudienceRead:
+    info: AudienceInfo
+    merge_fields: list[MergeField]
+    members: dict[str, Member]
+
+
+def observe(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient, audiences: list[str],
+            progress: Progress | None = None) -> Snapshot:
+    """One observation of everything the selected audiences need (R15), batched at the vendor limits.
+
+    Requests: one list read per 100 lists, ceil(size/250) membership pages per list, ceil(C/100)
+    contact reads by id, per audience one list read, one merge-field read, ceil(M/1000) +
+    ceil(A/1000) member pages, and ceil(U/100) contact reads by email for member emails that no
+    source contact has. HubSpot and Mailchimp are read at the same time.
+    """
+    report = _Progress(progress)
+    selected = _selected(config, audiences)
+    roles = configured_lists(config, audiences)
+    sources = {s.list for a in selected for st in a.streams for s in st.sources}
+    properties = contact_properties(config, audiences)
+    hs_pool = ThreadPoolExecutor(hubspot.concurrency, thread_name_prefix="observe-hubspot")
+    mc_pool = ThreadPoolExecutor(mailchimp.concurrency, thread_name_prefix="observe-mailchimp")
+    # Drivers only wait on the pools (never run inside them), so nested fan-out cannot deadlock.
+    drivers = ThreadPoolExecutor(1 + 2 * len(selected), thread_name_prefix="observe-driver")
+    try:
+        hub_future = drivers.submit(_read_hubspot, hubspot, hs_pool, list(roles), sources, properties, report)
+        audience_futures = {a.name: _read_audience(mailchimp, mc_pool, drivers, a, report) for a in selected}
+        reads = {name: read() for name, read in audience_futures.items()}
+        hub = hub_future.result()
+        known = {normalise_email(r.properties.get("email")) for r in hub.contacts.values()}
+        unmatched = sorted({e for read in reads.values() for e in read.members} - known)
+        _read_by_email(hubspot, hs_pool, unmatched, properties, hub.contacts, report)
+    finally:
+        for pool in (drivers, hs_pool, mc_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+    return _snapshot(config, audiences, hub, reads)
+
+
+def _read_hubspot(hubspot: HubSpotClient, pool: ThreadPoolExecutor, list_ids: list[str], sources: set[str],
+                  properties: list[str], report: _Progress) -> _HubSpotRead:
+    infos = hubspot.get_lists(list_ids)
+    existing = [i for i in list_ids if i in infos]  # missing lists are preflight's to report
+
+    def read_list(list_id: str) -> list[str]:
+        info = infos[list_id]
+        step = f"hubspot list {list_id} {info.name}".rstrip()
+        ids: list[str] = []
+        report(step, 0, info.size)
+        for page in hubspot.iter_list_members(list_id):
+            ids += page
+            report(step, len(ids), max(info.size, len(ids)))
+        report(step, len(ids), len(ids))
+        return ids
+
+    members = dict(zip(existing, pool.map(read_list, existing)))
+    wanted = sorted({cid for lid in existing if lid in sources for cid in members[lid]}, key=_id_order)
+    contacts: dict[str, ContactRecord] = {}
+    done = 0
+    report("hubspot source contacts", 0, len(wanted))
+    for batch in pool.map(lambda part: hubspot.read_contacts(part, properties), chunks(wanted, CONTACT_BATCH)):
+        contacts.update({r.id: r for r in batch.found})
+        done += len(batch.found) + len(batch.missing)
+        report("hubspot source contacts", done, len(wanted))
+    return _HubSpotRead(infos, members, contacts)
+
+
+def _read_by_email(hubspot: HubSpotClient, pool: ThreadPoolExecutor, emails: list[str], properties: list[str],
+                   contacts: dict[str, ContactRecord], report: _Progress) -> None:
+    """Contacts for member emails no source contact has (R2, R11, R12 need them)."""
+    done = 0
+    report("hubspot contacts of members", 0, len(emails))
+    for batch in pool.map(lambda part: hubspot.read_contacts_by_email(part, properties), chunks(emails, CONTACT_BATCH)):
+        contacts.update({r.id: r for r in batch.found})
+        done += len(batch.found) + len(batch.missing)
+        report("hubspot contacts of members", min(done, len(emails)), len(emails))
+
+
+def _read_audience(mailchimp: MailchimpClient, pool: ThreadPoolExecutor, drivers: ThreadPoolExecutor,
+                   audience: Audience, report: _Progress) -> Callable[[], _AudienceRead]:
+    """Start reading one audience; returns a function that waits for the result."""
+    list_id = audience.mailchimp_list_id
+    info: Future[AudienceInfo] = pool.submit(mailchimp.get_list, list_id)
+    fields: Future[list[MergeField]] = pool.submit(mailchimp.merge_fields, list_id)
+
+    def read(status: str | None) -> list[Member]:
+        step = f"mailchimp {audience.name} {'archived members' if status else 'members'}"
+        return mailchimp.members(list_id, status, executor=pool, progress=lambda d, t: report(step, d, t))
+
+    live = drivers.submit(read, None)
+    archived = drivers.submit(read, "archived")
+
+    def result() -> _AudienceRead:
+        by_email = {m.email: m for m in archived.result()}
+        for member in live.result():
+            # The unfiltered listing may include archived members; an id seen twice is kept once.
+            if member.status != "archived" or member.email not in by_email:
+                by_email[member.email] = member
+        return _AudienceRead(info.result(), fields.result(), by_email)
+
+    return result
+
+
+def _id_order(record_id: str) -> tuple[int, str]:
+    return (int(record_id), "") if record_id.isdigit() else (1 << 62, record_id)
+
+
+def _snapshot(config: Config, audiences: list[str], hub: _HubSpotRead, reads: Mapping[str, _AudienceRead]) -> Snapshot:
+    lists_of: dict[str, set[str]] = {}
+    for list_id, ids in hub.members.items():
+        for cid in ids:
+            lists_of.setdefault(cid, set()).add(list_id)
+    subs = subscription_ids(config, audiences)
+    contacts: dict[str, Contact] = {}
+    for record in sorted(hub.contacts.values(), key=lambda r: _id_order(r.id)):
+        props = dict(record.properties)
+        contacts[record.id] = Contact(
+            id=record.id,
+            email=normalise_email(props.get("email")) or None,
+            properties=props,
+            lists=frozenset(lists_of.get(record.id, ())),
+            unsubscribed=frozenset(s for s in subs if _true(props.get(OPTOUT_PREFIX + s))),
+            opted_out_of_all=_true(props.get(OPTOUT_ALL)),
+        )
+    lists = {lid: HubList(lid, info.name, info.processing_type, len(hub.members.get(lid, ())))
+             for lid, info in hub.lists.items()}
+    states: dict[str, AudienceState] = {}
+    for name, read in reads.items():
+        list_id = config.audiences[name].mailchimp_list_id
+        states[list_id] = AudienceState(
+            list_id=list_id,
+            name=read.info.name,
+            double_optin=read.info.double_optin,
+            merge_fields={f.tag: f for f in read.merge_fields},
+            members=dict(sorted(read.members.items())),
+        )
+    observed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Snapshot(contacts=contacts, lists=lists, audiences=states, observed_at=observed_at)
+
+
+SUPPORTED_MERGE_TYPES = ("text", "number", "phone", "url", "date")
+
+
+def preflight(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient,
+              audiences: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """SPEC §3's live checks: (problems, warnings), each one line naming the place and what to do.
+
+    Reads: the lists (one call per 100), the subscription definitions, the contact properties, and
+    each audience's settings and merge fields, all at once.
+    """
+    from reconciler.errors import PermanentVendorError
+
+    selected = _selected(config, audiences)
+    roles = configured_lists(config, audiences)
+    problems: list[str] = []
+    warnings: list[str] = []
+    with ThreadPoolExecutor(4 + 2 * len(selected), thread_name_prefix="preflight") as pool:
+        lists_f = pool.submit(hubspot.get_lists, list(roles))
+        defs_f = pool.submit(hubspot.subscription_definitions)
+        props_f = pool.submit(hubspot.contact_properties)
+        info_f = {a.name: pool.submit(mailchimp.get_list, a.mailchimp_list_id) for a in selected}
+        fields_f = {a.name: pool.submit(mailchimp.merge_fields, a.mailchimp_list_id) for a in selected}
+        lists, definitions, props = lists_f.result(), defs_f.result(), props_f.result()
+        audience_reads: dict[str, tuple[AudienceInfo, list[MergeField]] | str] = {}
+        for a in selected:
+            try:
+                audience_reads[a.name] = (info_f[a.name].result(), fields_f[a.name].result())
+            except PermanentVendorError as exc:
+                if exc.status != 404:
+                    raise
+                audience_reads[a.name] = str(exc.detail)
+
+    for list_id, where in roles.items():
+        info = lists.get(list_id)
+        if info is None:
+            problems.append(f"hubspot list {list_id} ({'; '.join(where)}) does not exist: check the id "
+                            "(Lists v3 ILS id, not the legacy v1 id)")
+            continue
+        if info.processing_type != "DYNAMIC":
+            continue
+        if any(w.startswith("handover to_list") for w in where):
+            problems.append(f"hubspot list {list_id} {info.name!r} is DYNAMIC and cannot be a handover to_list "
+                            "(R14: DYNAMIC lists are never written): use a MANUAL list")
+        else:
+            warnings.append(f"hubspot list {list_id} {info.name!r} ({'; '.join(where)}) is DYNAMIC: it is read "
+                            "but never written (R14)")
+
+    for sid in subscription_ids(config, audiences):
+        name = config.subscription_name(sid)
+        if sid not in definitions:
+            problems.append(f"subscriptions.{name}: HubSpot has no subscription type {sid} "
+                            "(see /communication-preferences/v3/definitions)")
+        elif OPTOUT_PREFIX + sid not in props:
+            problems.append(f"subscriptions.{name}: HubSpot has no contact property {OPTOUT_PREFIX}{sid}, so "
+                            "opt-outs from it cannot be read")
+    for prop, where in mapped_properties(config, audiences).items():
+        if prop not in props:
+            problems.append(f"{where[0]}: HubSpot has no contact property {prop!r}: create it or fix the name")
+
+    for audience in selected:
+        read = audience_reads[audience.name]
+        place = f"audiences.{audience.name}"
+        if isinstance(read, str):
+            problems.append(f"{place}.mailchimp_list_id: Mailchimp has no audience "
+                            f"{audience.mailchimp_list_id} ({read})")
+            continue
+        info, fields = read
+        by_tag = {f.tag.upper(): f for f in fields}
+        for tag in audience.merge_fields:
+            field_ = by_tag.get(tag.upper())
+            if field_ is None:
+                problems.append(f"{place}.merge_fields.{tag}: the audience {info.name!r} has no merge field {tag}")
+            elif field_.type not in SUPPORTED_MERGE_TYPES:
+                problems.append(f"{place}.merge_fields.{tag}: merge field type {field_.type!r} is not supported "
+                                f"(supported: {', '.join(SUPPORTED_MERGE_TYPES)})")
+        mapped = {t.upper() for t in audience.merge_fields}
+        for f in fields:
+            if f.required and f.tag.upper() not in mapped and f.tag.upper() != "EMAIL":
+                problems.append(f"{place}.merge_fields: the audience requires merge field {f.tag}: map it to a "
+                                "HubSpot property")
+        if audience.new_member_status == "subscribed" and info.double_optin:
+            warnings.append(f"{place}.new_member_status: subscribed skips the double opt-in that audience "
+                            f"{info.name!r} has on; use pending to send confirmations")
+    return problems, warnings

@@ -1,0 +1,296 @@
+"""HubSpot client: Lists v3, CRM contacts v3 and Communication Preferences v3, at the vendor's limits.
+
+Separate from observe and the apply engine so that every HubSpot path, batch size and error text
+lives in one place; callers get small values (ListInfo, ContactRecord, WriteResult), not JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from reconciler.errors import PermanentVendorError
+from reconciler.platforms.http import RetryPolicy, RollingWindowLimiter, VendorSession
+from reconciler.platforms.results import ALREADY, APPLIED, FAILED, WriteResult
+from reconciler.settings import HubSpotSettings
+
+CONTACTS = "/crm/v3/objects/contacts"
+LISTS = "/crm/v3/lists"
+PREFS = "/communication-preferences/v3"
+CONTACT_BATCH = 100  # "Batch operations are limited to 100 records at a time."
+MEMBERSHIP_PAGE = 250  # Lists v3 memberships: max `limit`
+MEMBERSHIP_BATCH = 100  # ids per memberships add/remove: the vendor's cap is [UNCONFIRMED]; v1 took 500
+LIST_IDS_PER_READ = 100  # listIds per GET /crm/v3/lists (keeps the URL short)
+_EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class ListInfo:
+    id: str
+    name: str
+    processing_type: str  # MANUAL | SNAPSHOT | DYNAMIC
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    id: str
+    properties: Mapping[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRead:
+    """Contacts found by a batch read, and the requested ids (or emails) HubSpot did not find."""
+
+    found: list[ContactRecord] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """What a memberships add/remove did: ids added, removed, and ids that do not exist."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+def hubspot_session(settings: HubSpotSettings, *, concurrency: int = 8, retry: RetryPolicy = RetryPolicy(),
+                    timeout: tuple[float, float] = (10.0, 60.0)) -> VendorSession:
+    """A VendorSession with the Bearer token and one rolling-window limiter shared by all threads."""
+    if not settings.token:
+        raise PermanentVendorError("hubspot: no token configured (hubspot.token: ${HUBSPOT_TOKEN})", system="hubspot")
+    limit = settings.rate_limit
+    return VendorSession(
+        "hubspot",
+        settings.base_url,
+        headers={"Authorization": f"Bearer {settings.token}"},
+        secrets=(settings.token,),
+        limiter=RollingWindowLimiter(limit.requests, limit.per_seconds),
+        pool_size=concurrency,
+        timeout=timeout,
+        retry=retry,
+        rate_window=limit.per_seconds,
+    )
+
+
+class HubSpotClient:
+    """Reads and writes HubSpot for the reconciler. Thread-safe: share one client between workers."""
+
+    system = "hubspot"
+
+    def __init__(self, settings: HubSpotSettings, *, session: VendorSession | None = None) -> None:
+        self.session = session or hubspot_session(settings)
+        # Workers worth running at once: at the rate limit more threads only queue on the limiter.
+        self.concurrency = max(1, min(8, settings.rate_limit.requests // 10 or 1))
+
+    def __repr__(self) -> str:
+        return f"HubSpotClient({self.session.base_url!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ----- lists ------------------------------------------------------------------------------
+
+    def get_lists(self, list_ids: Iterable[str]) -> dict[str, ListInfo]:
+        """The lists that exist among `list_ids`, by id (one GET per 100 ids); unknown ids are absent."""
+        wanted = list(dict.fromkeys(str(i) for i in list_ids))
+        found: dict[str, ListInfo] = {}
+        for part in chunks(wanted, LIST_IDS_PER_READ):
+            params = [("listIds", i) for i in part] + [("includeFilters", "false")]
+            body = self.session.call("GET", LISTS, params=params).body or {}
+            for item in body.get("lists") or []:
+                info = ListInfo(
+                    id=str(item.get("listId")),
+                    name=str(item.get("name") or ""),
+                    processing_type=str(item.get("processingType") or "MANUAL").upper(),
+                    size=int(item.get("size") or (item.get("additionalProperties") or {}).get("hs_list_size") or 0),
+                )
+                if info.id in part:
+                    found[info.id] = info
+        return found
+
+    def iter_list_members(self, list_id: str) -> Iterator[list[str]]:
+        """Record ids of the list's members, one page (≤ 250) at a time, to the last page."""
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": MEMBERSHIP_PAGE}
+            if after:
+                params["after"] = after
+            body = self.session.call("GET", f"{LISTS}/{list_id}/memberships", params=params).body or {}
+            yield [str(r["recordId"]) for r in body.get("results") or [] if r.get("recordId") is not None]
+            after = ((body.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return
+
+    def list_member_ids(self, list_id: str) -> list[str]:
+        return [record_id for page in self.iter_list_members(list_id) for record_id in page]
+
+    def add_to_list(self, list_id: str, record_ids: Sequence[str]) -> MembershipChange:
+        """PUT memberships/add in batches. Idempotent: members already on the list are ignored.
+
+        A DYNAMIC list is refused by HubSpot: PermanentVendorError with the vendor's text.
+        """
+        return self._memberships(list_id, "add", record_ids)
+
+    def remove_from_list(self, list_id: str, record_ids: Sequence[str]) -> MembershipChange:
+        """PUT memberships/remove in batches. Idempotent: non-members are ignored."""
+        return self._memberships(list_id, "remove", record_ids)
+
+    def _memberships(self, list_id: str, verb: str, record_ids: Sequence[str]) -> MembershipChange:
+        added: list[str] = []
+        removed: list[str] = []
+        missing: list[str] = []
+        for part in chunks(list(dict.fromkeys(record_ids)), MEMBERSHIP_BATCH):
+            body = self.session.call("PUT", f"{LISTS}/{list_id}/memberships/{verb}", json=list(part)).body or {}
+            # HubSpot spells it `recordsIdsAdded`; one reference page says `recordIdsAdded`; empty
+            # arrays may be left out.
+            added += [str(i) for i in body.get("recordsIdsAdded") or body.get("recordIdsAdded") or []]
+            removed += [str(i) for i in body.get("recordIdsRemoved") or []]
+            missing += [str(i) for i in body.get("recordIdsMissing") or []]
+        return MembershipChange(tuple(added), tuple(removed), tuple(missing))
+
+    # ----- contacts ---------------------------------------------------------------------------
+
+    def read_contacts(self, ids: Sequence[str], properties: Iterable[str]) -> BatchRead:
+        """Contacts by record id, 100 a call; ids HubSpot does not know are returned as missing."""
+        return self._batch_read(ids, properties, id_property=None)
+
+    def read_contacts_by_email(self, emails: Sequence[str], properties: Iterable[str]) -> BatchRead:
+        """Contacts by email (`idProperty: email`), 100 a call; unknown emails come back as missing."""
+        return self._batch_read(emails, properties, id_property="email")
+
+    def _batch_read(self, keys: Sequence[str], properties: Iterable[str], id_property: str | None) -> BatchRead:
+        props = sorted(set(properties) | {"email"})
+        result = BatchRead()
+        for part in chunks(list(dict.fromkeys(keys)), CONTACT_BATCH):
+            body: dict[str, Any] = {"properties": props, "propertiesWithHistory": [],
+                                    "inputs": [{"id": key} for key in part]}
+            if id_property:
+                body["idProperty"] = id_property
+            answer = self.session.call("POST", f"{CONTACTS}/batch/read", json=body).body or {}
+            for item in answer.get("results") or []:
+                result.found.append(ContactRecord(str(item["id"]), dict(item.get("properties") or {})))
+            for error in answer.get("errors") or []:
+                # 207: one grouped OBJECT_NOT_FOUND error listing every missing id is a result,
+                # not a failure; any other per-item error is.
+                if error.get("category") != "OBJECT_NOT_FOUND":
+                    message = str(error.get("message") or error)
+                    raise PermanentVendorError(f"hubspot: POST {CONTACTS}/batch/read: {message}", system=self.system,
+                                               status=207, detail=message)
+                result.missing.extend(str(i) for i in (error.get("context") or {}).get("ids") or [])
+        return result
+
+    def contact_properties(self) -> dict[str, str]:
+        """Every contact property name with its type (`GET /crm/v3/properties/contacts`)."""
+        body = self.session.call("GET", "/crm/v3/properties/contacts").body or {}
+        return {str(p["name"]): str(p.get("type") or "") for p in body.get("results") or [] if p.get("name")}
+
+    def create_contacts(self, contacts: Sequence[Mapping[str, str]]) -> list[WriteResult]:
+        """Create contacts (each a property map with `email`), 100 a call; one WriteResult per email.
+
+        Safe to repeat: a contact that already exists (for example created by an earlier attempt
+        whose answer was lost) is `already`, with its id in `data["id"]`. Each input carries a unique
+        `objectWriteTraceId` so that HubSpot answers per item (207) rather than refusing the batch.
+        """
+        results: list[WriteResult] = []
+        for part in chunks(list(contacts), CONTACT_BATCH):
+            inputs = [{"properties": dict(c), "objectWriteTraceId": str(c["email"]).strip().lower()} for c in part]
+            try:
+                answer = self.session.call("POST", f"{CONTACTS}/batch/create", json={"inputs": inputs}).body or {}
+            except PermanentVendorError as exc:
+                if exc.status != 409:
+                    raise
+                results += self._create_after_conflict(part)
+                continue
+            results += self._created(part, answer)
+        return results
+
+    def _created(self, part: Sequence[Mapping[str, str]], answer: Mapping[str, Any]) -> list[WriteResult]:
+        by_email: dict[str, WriteResult] = {}
+        for item in answer.get("results") or []:
+            email = str((item.get("properties") or {}).get("email") or "").strip().lower()
+            by_email[email] = WriteResult(email, APPLIED, data={"id": str(item["id"])})
+        for error in answer.get("errors") or []:
+            message = str(error.get("message") or "")
+            traces = (error.get("context") or {}).get("objectWriteTraceId") or []
+            existing = _EXISTING_ID.search(message)
+            for trace in traces:
+                key = str(trace).strip().lower()
+                if existing:
+                    by_email[key] = WriteResult(key, ALREADY, message, {"id": existing.group(1)})
+                else:
+                    by_email[key] = WriteResult(key, FAILED, message)
+        out = []
+        for contact in part:
+            email = str(contact["email"]).strip().lower()
+            out.append(by_email.get(email) or WriteResult(email, FAILED, "HubSpot did not answer for this contact"))
+        return out
+
+    def _create_after_conflict(self, part: Sequence[Mapping[str, str]]) -> list[WriteResult]:
+        """The batch was refused whole (409): read which exist, then create only the others."""
+        emails = [str(c["email"]).strip().lower() for c in part]
+        found = {str(r.properties.get("email") or "").strip().lower(): r.id
+                 for r in self.read_contacts_by_email(emails, ["email"]).found}
+        results = {e: WriteResult(e, ALREADY, data={"id": found[e]}) for e in emails if e in found}
+        rest = [c for c in part if str(c["email"]).strip().lower() not in found]
+        if rest:
+            answer = self.session.call("POST", f"{CONTACTS}/batch/create", json={"inputs": [
+                {"properties": dict(c), "objectWriteTraceId": str(c["email"]).strip().lower()} for c in rest]}).body
+            results.update({r.key: r for r in self._created(rest, answer or {})})
+        return [results[e] for e in emails]
+
+    def update_contacts(self, updates: Mapping[str, Mapping[str, str]]) -> list[WriteResult]:
+        """Set properties by record id (`batch/update`, 100 a call). Idempotent. One result per id."""
+        results: list[WriteResult] = []
+        items = list(updates.items())
+        for part in chunks(items, CONTACT_BATCH):
+            body = {"inputs": [{"id": cid, "properties": dict(props)} for cid, props in part]}
+            answer = self.session.call("POST", f"{CONTACTS}/batch/update", json=body).body or {}
+            done = {str(item["id"]) for item in answer.get("results") or []}
+            failed: dict[str, str] = {}
+            for error in answer.get("errors") or []:
+                for cid in (error.get("context") or {}).get("ids") or []:
+                    failed[str(cid)] = str(error.get("message") or "")
+            for cid, _ in part:
+                if cid in done:
+                    results.append(WriteResult(cid, APPLIED))
+                else:
+                    results.append(WriteResult(cid, FAILED, failed.get(cid, "HubSpot did not update this contact")))
+        return results
+
+    # ----- communication preferences ------------------------------------------------------------
+
+    def subscription_definitions(self) -> dict[str, str]:
+        """Subscription id -> name (`GET /communication-preferences/v3/definitions`)."""
+        body = self.session.call("GET", f"{PREFS}/definitions").body or {}
+        return {str(d["id"]): str(d.get("name") or "") for d in body.get("subscriptionDefinitions") or [] if "id" in d}
+
+    def unsubscribe(self, email: str, subscription_id: str, *, legal_basis: str, explanation: str,
+                    not_found_retries: int = 0, not_found_delay: float = 1.0) -> WriteResult:
+        """Unsubscribe one email from one subscription type, with the legal basis (R11).
+
+        Idempotent: HubSpot's 400 "already unsubscribed" is the outcome `already`. A 404 (no such
+        contact) is retried `not_found_retries` times, for a contact created moments before, then
+        raised as PermanentVendorError like any other refusal.
+        """
+        body = {"emailAddress": email, "subscriptionId": str(subscription_id), "legalBasis": legal_basis,
+                "legalBasisExplanation": explanation}
+        for attempt in range(not_found_retries + 1):
+            try:
+                self.session.call("POST", f"{PREFS}/unsubscribe", json=body)
+                return WriteResult(email, APPLIED)
+            except PermanentVendorError as exc:
+                if exc.status == 400 and "already unsubscribed" in exc.detail.lower():
+                    return WriteResult(email, ALREADY, exc.detail)
+                if exc.status != 404 or attempt == not_found_retries:
+                    raise
+            time.sleep(not_found_delay * (attempt + 1))
+        raise AssertionError("unreachable")
