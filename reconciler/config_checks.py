@@ -100,16 +100,15 @@ class SemanticChecker:
     def raw(self, path: KeyPath) -> Any:
         value: Any = self.data
         for part in path:
-            if isinstance(value, dict) and isinstance(part, str) and part in value:
+            try:
                 value = value[part]
-            else:
+            except (KeyError, IndexError, TypeError):
                 return None
         return value
 
     def check_streams(self, base: KeyPath, audience: dict[str, Any], critical: set[str],
                       hard: dict[str, Any], used_sets: set[str]) -> None:
         streams = _list(audience.get("streams"))
-        handover_lists = {h.get("to_list"): i for i, h in enumerate(_list(audience.get("handover"))) if isinstance(h, dict)}
         names: dict[str, int] = {}
         for s_index, stream in enumerate(streams):
             if not isinstance(stream, dict):
@@ -132,9 +131,6 @@ class SemanticChecker:
                 if list_id in critical:
                     self.add(lpath, f"list {list_id} is both a source and a critical list (exclusions.critical)",
                              "remove it from one of them: a critical list's contacts are never emailed")
-                if list_id in handover_lists:
-                    self.add(lpath, f"list {list_id} is also a handover to_list (handover[{handover_lists[list_id]}])",
-                             "use a separate HubSpot list for handed-over contacts, or they would be re-imported")
                 self.check_tag_rules(spath + ("sources", i), _dict(source))
             for e_index, set_name in enumerate(_list(stream.get("exclude"))):
                 if not isinstance(set_name, str):
@@ -178,13 +174,22 @@ class SemanticChecker:
             return "a list"
         if value is None:
             return "empty"
-        return "text" if isinstance(value, str) else type(value).__name__
+        return "text" if isinstance(value, str) else "a number"
 
     def check_handover(self, base: KeyPath, audience: dict[str, Any]) -> None:
+        sources: dict[str, KeyPath] = {}
+        for s_index, stream in enumerate(_list(audience.get("streams"))):
+            for i, source in enumerate(_list(_dict(stream).get("sources"))):
+                list_id = _dict(source).get("list")
+                if isinstance(list_id, str):
+                    sources.setdefault(list_id, base + ("streams", s_index, "sources", i, "list"))
         for index, handover in enumerate(_list(audience.get("handover"))):
             handover = _dict(handover)
             hpath = base + ("handover", index)
             to_list = handover.get("to_list")
+            if isinstance(to_list, str) and to_list in sources:
+                self.add(hpath + ("to_list",), f"list {to_list} is also a source of this audience ({self.doc.at(sources[to_list])})",
+                         "use a separate HubSpot list for handed-over contacts, or they would be re-imported")
             for r_index, removed in enumerate(_list(handover.get("remove_from"))):
                 if removed == to_list:
                     self.add(hpath + ("remove_from", r_index), f"list {removed} is also this handover's to_list",

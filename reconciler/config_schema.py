@@ -126,7 +126,10 @@ class SchemaChecker:
                            f"quote it: \"{self.raw_value(path)}\"")
         if error.instance is None:
             return problem(self.doc.at(path), path, f"expected {words}, got nothing", "give it a value or remove the key")
-        return problem(self.doc.at(path), path, f"expected {words}, got {got}", _todo_from(schema, "change the value"))
+        todo = f"write {words}"
+        if isinstance(error.instance, str) and set(expected) & {"integer", "number", "boolean"}:
+            todo += " without quotes"
+        return problem(self.doc.at(path), path, f"expected {words}, got {got}", todo)
 
     def _value(self, error: jsonschema.ValidationError, path: KeyPath, kind: str, schema: dict[str, Any]) -> str:
         where, value = self.doc.at(path), self.value_text(path)
@@ -162,5 +165,6 @@ def _todo_from(schema: dict[str, Any], fallback: str) -> str:
 
 
 def _why(schema: dict[str, Any]) -> str:
-    description = str(schema.get("description", ""))
-    return f" ({description.rstrip('.')})" if description else ""
+    """The description's last sentence, which for bounded keys says where the bound comes from."""
+    sentences = [s for s in str(schema.get("description", "")).rstrip(".").split(". ") if s]
+    return f" ({sentences[-1]})" if len(sentences) > 1 else ""
