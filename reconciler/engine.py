@@ -167,3 +167,248 @@ def read_memory(config: Config, *, retry_refused: bool = False) -> Memory:
         return log.memory(retry_refused=retry_refused)
     finally:
         log.close()
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def engine_io(cli_io: Any) -> IO:
+    stdout = cli_io.stdout
+    isatty = getattr(stdout, "isatty", None)
+    return IO(stdout=stdout, stderr=cli_io.stderr, env=cli_io.env, stdin_isatty=bool(cli_io.stdin_isatty),
+              stdout_isatty=bool(isatty()) if callable(isatty) else False,
+              stdin=getattr(cli_io, "stdin", None) or sys.stdin)
+
+
+def _redact(args: Any, io: IO) -> bool:
+    from reconciler.render.mask import should_redact
+
+    return should_redact(io.stdout_isatty, io.env, bool(getattr(args, "no_redact", False)))
+
+
+def _document(plan: Plan, session: Session, args: Any, *, redact: bool) -> dict[str, Any]:
+    from reconciler.render.json_plan import plan_to_document
+
+    options = {"audience": getattr(args, "audience", None), "sandbox": bool(getattr(args, "sandbox", False))}
+    return plan_to_document(plan, config_checksum=session.config.checksum, audiences=session.audiences,
+                            options=options, redact=redact)
+
+
+def _safety_lines(plan: Plan, config: Config) -> list[str]:
+    from reconciler.safety import check_safety
+
+    return [str(v) for v in check_safety(plan, config)]
+
+
+def run_plan(args: Any, config: Config, cli_io: Any) -> int:
+    """`reconcile --plan`: observe, plan, render; exit 2 with --detailed-exitcode when changes."""
+    from reconciler.render.json_plan import dumps_document, write_plan_json
+    from reconciler.render.markdown import render_markdown
+    from reconciler.render.text import render_plan
+
+    io = engine_io(cli_io)
+    with open_session(args, config, io) as session:
+        memory = read_memory(session.config, retry_refused=bool(getattr(args, "retry_refused", False)))
+        _, plan = observe_and_plan(session, memory, io)
+        redact = _redact(args, io)
+        fmt = getattr(args, "format", None) or "text"
+        if fmt == "json":
+            io.stdout.write(dumps_document(_document(plan, session, args, redact=redact)) + "\n")
+        elif fmt == "markdown":
+            io.stdout.write(render_markdown(plan, redact=redact) + "\n")
+        else:
+            render_plan(io.console, plan, redact=redact, verbose=bool(getattr(args, "verbose", False)))
+        for line in _safety_lines(plan, session.config):
+            io.info(f"warning: unsafe: {line}")
+        if getattr(args, "out", None):
+            write_plan_json(args.out, _document(plan, session, args, redact=False))
+            io.info(f"plan: written to {args.out} (checksum {plan.checksum})")
+    if getattr(args, "detailed_exitcode", False) and plan.changes:
+        return errors.EXIT_CHANGES
+    return errors.EXIT_OK
+
+
+def _approval_source(args: Any) -> str | None:
+    """A plan file or a checksum names the reviewed plan and counts as approval (SPEC §6)."""
+    if getattr(args, "plan_file", None):
+        return "plan file"
+    if getattr(args, "checksum", None):
+        return "checksum"
+    if getattr(args, "yes", False):
+        return "--yes"
+    return None
+
+
+def _dropped_as_refused(change: Change, plan: Plan) -> bool:
+    """The re-plan drops changes whose refusal is now remembered (R5, R8): not a stale plan."""
+    return any(r.kind == "refused" and r.email == change.email and r.target == change.target for r in plan.reports)
+
+
+def check_reviewed(args: Any, plan: Plan, io: IO) -> None:
+    """`--apply FILE` / `--apply --checksum SHA`: refuse (exit 4) when the re-plan differs."""
+    from reconciler.render.json_plan import read_plan_json
+    from reconciler.render.text import render_plan, render_stale_diff
+
+    if getattr(args, "plan_file", None):
+        _, reviewed = read_plan_json(args.plan_file)
+        now = {c.identity(): c for c in plan.changes}
+        then = {c.identity(): c for c in reviewed}
+        added = [c for key, c in now.items() if key not in then]
+        removed = [c for key, c in then.items() if key not in now and not _dropped_as_refused(c, plan)]
+        if added or removed:
+            render_stale_diff(io.console, added=added, removed=removed, redact=_redact(args, io))
+            raise StalePlan(
+                f"stale plan: {len(added)} change(s) not in {args.plan_file} and {len(removed)} reviewed change(s) "
+                f"no longer planned (e.g. {(added or removed)[0].action} {(added or removed)[0].target}); "
+                "re-run --plan, review it and apply the new plan")
+    elif getattr(args, "checksum", None) and args.checksum != plan.checksum:
+        render_plan(io.console, plan, redact=_redact(args, io))
+        raise StalePlan(f"stale plan: the live state gives checksum {plan.checksum}, not the reviewed "
+                        f"{args.checksum}; review the plan above and re-run with --checksum {plan.checksum}")
+
+
+def _confirm(io: IO, plan: Plan) -> bool:
+    io.stdout.write(f"Apply {len(plan.changes)} change(s)? Type 'yes' to continue: ")
+    io.stdout.flush()
+    answer = (io.stdin.readline() if io.stdin else "").strip().lower()
+    return answer in ("yes", "y")
+
+
+@dataclass
+class ApplyResult:
+    exit_code: int = errors.EXIT_ERROR
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    message: str = ""
+    plan_checksum: str | None = None
+
+
+def run_apply(args: Any, config: Config, cli_io: Any) -> int:
+    """`reconcile --apply`: lock, observe, check, apply in R18 order, observe again, notify."""
+    io = engine_io(cli_io)
+    approval = _approval_source(args)
+    if approval is None and not io.stdin_isatty:
+        raise ReconcilerError("--apply needs approval and there is no terminal to ask on: re-run with --yes, "
+                              "or pass the reviewed plan file (--apply plan.json) or --checksum SHA")
+    operator = operator_name(io.env)
+    result = ApplyResult()
+    with open_session(args, config, io) as session, apply_lock(session.config.audit.path, operator=operator):
+        audit = open_audit(session.config)
+        run_id = audit.start_run(command="apply", operator=operator, config_checksum=session.config.checksum,
+                                 plan_checksum=getattr(args, "checksum", None))
+        try:
+            _apply_flow(args, session, audit, run_id, operator, approval, io, result)
+        except ReconcilerError as error:
+            result.exit_code = error.exit_code
+            result.message = str(error).splitlines()[0]
+            raise
+        except BaseException as error:
+            result.exit_code = errors.EXIT_ERROR
+            result.message = f"{type(error).__name__}"
+            raise
+        finally:
+            audit.end_run(run_id, command="apply", operator=operator, config_checksum=session.config.checksum,
+                          plan_checksum=result.plan_checksum, counts=result.counts, exit_code=result.exit_code)
+            audit.close()
+            _notify(session.config, run_id, result, io)
+    return result.exit_code
+
+
+def _notify(config: Config, run_id: str, result: ApplyResult, io: IO) -> None:
+    from reconciler.notify import ApplyReport, notify
+
+    report = ApplyReport(run_id=run_id, exit_code=result.exit_code, counts=result.counts,
+                         failures=result.failures, message=result.message)
+    for problem in notify(config.notifications, report):
+        io.info(f"warning: {problem}")
+
+
+def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, operator: str, approval: str | None,
+                io: IO, result: ApplyResult) -> None:
+    from reconciler.apply import Applier, summarise
+    from reconciler.render.mask import show_email
+    from reconciler.render.text import render_plan, render_safety_violations
+
+    redact = _redact(args, io)
+    memory = audit.memory(retry_refused=bool(getattr(args, "retry_refused", False)))
+    attempts = audit.unfinished_attempts()
+    _, plan = observe_and_plan(session, memory, io)
+    result.plan_checksum = plan.checksum
+    if attempts:
+        planned = {change_key(c) for c in plan.changes}
+        for attempt in attempts:
+            audit.record_verification(run_id, attempt, still_needed=attempt.change_key in planned,
+                                      operator=operator, config_checksum=session.config.checksum)
+        io.info(f"apply: re-verified {len(attempts)} change(s) left without an outcome by an earlier run")
+    check_reviewed(args, plan, io)
+    violations = _safety_lines(plan, session.config)
+    if violations and not getattr(args, "force", False):
+        render_safety_violations(io.console, violations)
+        raise UnsafePlan(f"unsafe plan refused, nothing written: {violations[0]}"
+                         + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""))
+    if plan.empty:
+        render_plan(io.console, plan, redact=redact)
+        result.exit_code = errors.EXIT_OK
+        return
+    render_plan(io.console, plan, redact=redact, verbose=bool(getattr(args, "verbose", False)))
+    if approval is None and not _confirm(io, plan):
+        raise ReconcilerError("apply cancelled at the prompt; nothing written")
+    applier = Applier(session.config, session.hubspot, session.mailchimp, audit, run_id=run_id, operator=operator,
+                      progress=lambda step, done, total: io.info(f"apply: {step}: {done}"))
+    outcomes = applier.apply(plan)
+    result.counts = summarise(outcomes)
+    for outcome in outcomes:
+        if outcome.outcome in ("failed", "refused", "deferred"):
+            line = (f"{outcome.outcome}: {outcome.change.action} {outcome.change.target} "
+                    f"{show_email(outcome.change.email, redact)}: {outcome.detail}")
+            io.console.print(line, markup=False, soft_wrap=True)
+            if outcome.outcome == "failed":
+                result.failures.append(line)
+    io.console.print("Applied: " + ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items())), markup=False)
+    _, again = observe_and_plan(session, audit.memory(), io, preflight=False)
+    if again.empty:
+        io.console.print("converged: a new plan has no changes", markup=False)
+    else:
+        io.console.print(f"not converged: {len(again.changes)} change(s) remain:", markup=False)
+        render_plan(io.console, again, redact=redact)
+    result.exit_code = errors.EXIT_PARTIAL if result.counts.get("failed") else errors.EXIT_OK
+
+
+def run_audit(args: Any, config: Config, cli_io: Any) -> int:
+    """`reconcile --audit`: query the append-only log as a table, CSV or JSON."""
+    import csv
+    import json
+
+    from reconciler.render.mask import show_email
+
+    io = engine_io(cli_io)
+    path = config.audit.path
+    if not os.path.exists(path):
+        raise ReconcilerError(f"audit: no audit database at {path} yet; it is written by --apply")
+    log = AuditLog.open(path)
+    try:
+        rows = log.query(since=getattr(args, "since", None), email=getattr(args, "email", None),
+                         action=getattr(args, "action", None), outcome=getattr(args, "outcome", None))
+    finally:
+        log.close()
+    redact = _redact(args, io)
+    for row in rows:
+        row["email"] = show_email(row["email"], redact)
+    fmt = getattr(args, "format", None) or "table"
+    if fmt == "json":
+        io.stdout.write(json.dumps(rows, indent=2) + "\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(io.stdout, fieldnames=list(rows[0]) if rows else ["seq"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"Audit: {len(rows)} row(s) from {path}")
+        for column in ("at", "run_id", "phase", "outcome", "action", "target", "email", "reason", "legal_basis", "error"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(str(row.get(c) or "") for c in ("at", "run_id", "phase", "outcome", "action", "target",
+                                                             "email", "reason", "legal_basis", "error")))
+        io.console.print(table)
+    return errors.EXIT_OK
