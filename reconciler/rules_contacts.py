@@ -1,0 +1,330 @@
+"""Who a contact is to the rules: one person per email (R1), critical (R2), streams (R3), opted out (R4).
+
+Separate from the member rules because these answers depend on HubSpot alone and are shared by
+every audience; each audience's configuration is compiled once into `AudienceRules`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable, Mapping
+
+from reconciler.model import AudienceState, Contact, Snapshot, is_valid_email
+from reconciler.plan import Change, Report
+from reconciler.settings import Audience, Config, Handover, Source, TagRule
+
+@dataclass
+class Out:
+    """What the rules have decided so far: changes and reported items, in any order (sorted later)."""
+
+    changes: list[Change] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
+
+    def report(self, kind: str, target: str, email: str | None, reason: str) -> None:
+        self.reports.append(Report(kind, target, email, reason))
+
+
+# -- R1 Emails --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """The contacts sharing one valid email (R1): the lowest numeric id supplies properties; the
+    lists (critical, exclusions, handover) and opt-outs of every one of them apply."""
+
+    email: str
+    contacts: tuple[Contact, ...]  # lowest numeric id first
+    lists: frozenset[str]  # every contact's lists, after this plan's handover writes (R12)
+    properties: Mapping[str, Any]  # the first contact's, after this plan's handover writes
+    unsubscribed: frozenset[str]  # every contact's explicit opt-outs, plus this plan's R11 ones
+    opted_out_of_all: bool
+    unsubscribed_by_r11: str | None = None  # the R11 reason, when this plan unsubscribes it (R15)
+
+    @property
+    def primary(self) -> Contact:
+        return self.contacts[0]
+
+
+def valid_email(email: str | None) -> bool:
+    """`model.is_valid_email`, with a fast path for the common case (1M contacts per run)."""
+    if not email:
+        return False
+    if email.isprintable() and " " not in email:  # no whitespace at all (isspace chars are unprintable)
+        at = email.find("@")
+        if at <= 0 or email.find("@", at + 1) != -1:
+            return False
+        domain = email[at + 1 :]
+        return "." in domain and domain[0] != "." and domain[-1] != "."
+    return is_valid_email(email)
+
+
+def _id_order(contact: Contact) -> tuple[int, int, str]:
+    return (0, int(contact.id), "") if contact.id.isdigit() else (1, 0, contact.id)
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def person_of(email: str, contacts: Iterable[Contact]) -> Person:
+    ordered = tuple(sorted(contacts, key=_id_order))
+    if len(ordered) == 1:
+        (only,) = ordered
+        return Person(email, ordered, only.lists, only.properties, only.unsubscribed,
+                      only.opted_out_of_all or _is_true(only.properties.get("hs_email_optout")))
+    return Person(
+        email,
+        ordered,
+        frozenset().union(*(c.lists for c in ordered)),
+        ordered[0].properties,
+        frozenset().union(*(c.unsubscribed for c in ordered)),
+        any(c.opted_out_of_all or _is_true(c.properties.get("hs_email_optout")) for c in ordered),
+    )
+
+
+def people_by_email(snapshot: Snapshot) -> tuple[dict[str, Person], list[Report]]:
+    """R1: one Person per valid email; contacts with no valid email and duplicates are reported."""
+    reports: list[Report] = []
+    first: dict[str, Contact] = {}
+    duplicates: dict[str, list[Contact]] = {}
+    for contact in snapshot.contacts.values():
+        email = contact.email
+        if not valid_email(email):
+            reports.append(Report("skipped", "contacts", email, f"R1 contact {contact.id} has no valid email"))
+            continue
+        seen = first.get(email)  # type: ignore[arg-type]
+        if seen is None:
+            first[email] = contact  # type: ignore[index]
+        else:
+            duplicates.setdefault(email, [seen]).append(contact)  # type: ignore[arg-type]
+    people = {email: person_of(email, (contact,)) for email, contact in first.items()}
+    for email, group in duplicates.items():
+        person = person_of(email, group)
+        people[email] = person
+        for other in person.contacts[1:]:
+            reports.append(Report("skipped", "contacts", email,
+                                  f"R1 contact {other.id} shares its email with contact {person.primary.id}, "
+                                  "which supplies properties; the lists and opt-outs of both apply"))
+    return people, reports
+
+
+# -- R2 Critical, R4 opted out ----------------------------------------------------------------
+
+
+def critical_lists_of(person: Person, critical: frozenset[str]) -> list[str]:
+    return sorted(person.lists & critical)
+
+
+def opt_out_reason(person: Person, subscriptions: tuple[str, ...], config: Config) -> str | None:
+    """Why the person counts as opted out in HubSpot for R4 (None: it does not)."""
+    if person.unsubscribed_by_r11:
+        return f"R4 unsubscribed in HubSpot by this plan ({person.unsubscribed_by_r11})"
+    if person.opted_out_of_all:
+        return "R4 opted out of all email in HubSpot"
+    for sid in subscriptions:
+        if sid in person.unsubscribed or any(
+            _is_true(c.properties.get(f"hs_email_optout_{sid}")) for c in person.contacts
+        ):
+            return f"R4 opted out in HubSpot of {config.subscription_name(sid)} ({sid})"
+    return None
+
+
+def is_unsubscribed_from(person: Person, sid: str) -> bool:
+    """Explicitly unsubscribed (R11 skips these: HubSpot would answer 'already unsubscribed')."""
+    return sid in person.unsubscribed or any(
+        _is_true(c.properties.get(f"hs_email_optout_{sid}")) for c in person.contacts
+    )
+
+
+# -- R3 Streams -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamRules:
+    index: int
+    name: str
+    sources: tuple[Source, ...]
+    source_lists: frozenset[str]
+    exclusions: tuple[tuple[str, str], ...]  # (list id, label): hard sets, then handover lists
+    excluded_lists: frozenset[str]  # every list that excludes (hard sets and handover to_lists)
+    cleanup_lists: frozenset[str]  # hard sets only: a handover to_list never triggers clean-up
+
+    def exclusion_label(self, lists: frozenset[str]) -> str | None:
+        for list_id, label in self.exclusions:
+            if list_id in lists:
+                return label
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The stream a contact joins (R3) and what its source gives it."""
+
+    stream: StreamRules
+    source_index: int
+    source: Source
+    primary_tag: str
+    extra_tags: tuple[str, ...]
+
+
+@dataclass
+class AudienceRules:
+    """One audience's configuration, compiled for fast lookups (tags keyed by casefold)."""
+
+    audience: Audience
+    state: AudienceState
+    streams: tuple[StreamRules, ...]
+    source_lists: frozenset[str]
+    primary: dict[str, str]
+    managed: dict[str, str]
+    handovers: dict[str, tuple[Handover, ...]]  # handover tag (casefold) -> handovers, config order
+    r4_subscriptions: tuple[str, ...]
+    merge_fields: tuple[tuple[str, str, str], ...]  # (merge tag, HubSpot property, Mailchimp type)
+    _exempt: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.audience.name
+
+    @property
+    def list_id(self) -> str:
+        return self.audience.mailchimp_list_id
+
+    def is_exempt(self, tag: str) -> bool:
+        known = self._exempt.get(tag)
+        if known is None:
+            known = self._exempt[tag] = self.audience.exempt.matches(tag)
+        return known
+
+    def any_exempt(self, tags: Iterable[str]) -> bool:
+        return any(self.is_exempt(t) for t in tags)
+
+    def managed_tags_of(self, tags: Iterable[str]) -> list[str]:
+        return [t for t in tags if t.casefold() in self.managed]
+
+
+def compile_audience(config: Config, audience: Audience, state: AudienceState) -> AudienceRules:
+    handover_labels = tuple((h.to_list, f"handover list {h.to_list}") for h in audience.handover)
+    streams = []
+    for index, stream in enumerate(audience.streams):
+        hard = tuple(
+            (list_id, f"{name} (list {list_id})")
+            for name in stream.exclude
+            for list_id in config.exclusions.hard.get(name, ())
+        )
+        streams.append(StreamRules(
+            index=index,
+            name=stream.name,
+            sources=stream.sources,
+            source_lists=frozenset(s.list for s in stream.sources),
+            exclusions=hard + handover_labels,
+            excluded_lists=frozenset(list_id for list_id, _ in hard + handover_labels),
+            cleanup_lists=frozenset(list_id for list_id, _ in hard),
+        ))
+    handovers: dict[str, list[Handover]] = {}
+    for handover in audience.handover:
+        handovers.setdefault(handover.tag.casefold(), []).append(handover)
+    opt_outs = audience.opt_outs
+    merge_fields = tuple(
+        (tag, prop, state.merge_fields[tag].type if tag in state.merge_fields else "text")
+        for tag, prop in audience.merge_fields.items()
+    )
+    return AudienceRules(
+        audience=audience,
+        state=state,
+        streams=tuple(streams),
+        source_lists=frozenset(audience.source_lists),
+        primary={t.casefold(): t for t in audience.primary_tags},
+        managed={t.casefold(): t for t in audience.managed_tags},
+        handovers={tag: tuple(hs) for tag, hs in handovers.items()},
+        r4_subscriptions=tuple(opt_outs.from_hubspot),
+        merge_fields=merge_fields,
+    )
+
+
+def join_stream(rules: AudienceRules, person: Person) -> Joined | None:
+    """R3: the first stream with a source list holding the person and no exclusion holding it."""
+    lists = person.lists
+    if lists.isdisjoint(rules.source_lists):
+        return None
+    for stream in rules.streams:
+        if lists.isdisjoint(stream.source_lists) or not lists.isdisjoint(stream.excluded_lists):
+            continue
+        for index, source in enumerate(stream.sources):
+            if source.list in lists:
+                return Joined(stream, index, source, tag_for(source, person.properties), source.extra_tags)
+    return None
+
+
+def why_no_stream(rules: AudienceRules, person: Person | None) -> str:
+    """The R9 reason a contact (or a member with none) joins no stream of the audience."""
+    if person is None:
+        return "R9 no HubSpot contact has this email"
+    held = [s for s in rules.streams if not person.lists.isdisjoint(s.source_lists)]
+    if not held:
+        return "R9 no source list holds the contact"
+    parts = [f"stream {s.name} by {s.exclusion_label(person.lists)}" for s in held]
+    return "R9 excluded from every stream holding it: " + "; ".join(parts)
+
+
+# -- tag_rules (R3) ---------------------------------------------------------------------------
+
+
+def tag_for(source: Source, properties: Mapping[str, Any]) -> str:
+    """The first matching `tag_rules` entry replaces the source's `tag`."""
+    for rule in source.tag_rules:
+        if rule_matches(rule, properties.get(rule.property)):
+            return rule.tag
+    return source.tag
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def rule_matches(rule: TagRule, actual: Any) -> bool:
+    """SPEC §3: gt/gte/lt/lte compare as decimals (null or non-numeric: false); eq/ne/in compare
+    as decimals when both sides are numbers, otherwise as trimmed text (case-sensitive)."""
+    op, expected = rule.op, rule.value
+    if op == "is_set":
+        is_set = _text(actual) != ""
+        return is_set if expected is None or expected is True else is_set == _truthy(expected)
+    if op in ("gt", "gte", "lt", "lte"):
+        left, right = _decimal(actual), _decimal(expected)
+        if left is None or right is None:
+            return False
+        return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
+    if op in ("in", "not_in"):
+        values = expected if isinstance(expected, (list, tuple)) else (expected,)
+        found = any(_equal(actual, v) for v in values)
+        return found if op == "in" else not found
+    if op == "eq":
+        return _equal(actual, expected)
+    if op == "ne":
+        return not _equal(actual, expected)
+    return False
+
+
+def _truthy(value: Any) -> bool:
+    return _is_true(value) or value == 1
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    if actual is None:
+        return expected is None
+    left, right = _decimal(actual), _decimal(expected)
+    if left is not None and right is not None:
+        return left == right
+    return _text(actual) == _text(expected)
+

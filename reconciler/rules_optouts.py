@@ -1,0 +1,215 @@
+"""Opt-outs carried to HubSpot (R11) and handovers back to sales (R12), decided before the member rules.
+
+Separate and first because both write HubSpot, and the member rules must see HubSpot as it will be
+after those writes (R15): a contact R11 unsubscribes counts as opted out in every audience, and a
+handover's list and property writes change which streams hold the contact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from reconciler.model import HubList
+from reconciler.plan import (
+    HUBSPOT,
+    MAILCHIMP,
+    STEP_HANDOVER_HUBSPOT,
+    STEP_HANDOVER_MAILCHIMP,
+    STEP_OPT_OUTS_CREATE_CONTACTS,
+    STEP_OPT_OUTS_TO_HUBSPOT,
+    Change,
+)
+from reconciler.rules_contacts import AudienceRules, Out, Person, is_unsubscribed_from, valid_email
+from reconciler.rules_lists import list_write
+from reconciler.settings import Config, Handover
+
+# -- R11 Opt-outs to HubSpot ------------------------------------------------------------------
+
+
+def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], people: dict[str, Person]) -> None:
+    """R11: members whose status is in `to_hubspot.statuses` are unsubscribed in HubSpot.
+
+    Marks every person it unsubscribes (`unsubscribed_by_r11`) so that R4 treats it as opted out
+    in every audience of this plan (R15). Audiences in config order: the first decides the legal
+    basis of a subscription two audiences both carry.
+    """
+    planned: set[tuple[str, str]] = set()
+    created: set[str] = set()
+    for audience in rules:
+        to_hubspot = audience.audience.opt_outs.to_hubspot
+        if to_hubspot is None or not to_hubspot.subscriptions:
+            continue
+        statuses = frozenset(to_hubspot.statuses)
+        for email, member in audience.state.members.items():
+            if member.status not in statuses:
+                continue
+            reason = f"R11 {member.status} in Mailchimp audience {audience.name}"
+            person = people.get(email)
+            contact_id: str | None = None
+            if person is None:
+                if not to_hubspot.create_missing_contacts or not valid_email(email):
+                    out.report("skipped", audience.name, email,
+                               f"R11 {member.status} member of audience {audience.name} has no HubSpot contact")
+                    continue
+                if email not in created:
+                    created.add(email)
+                    out.changes.append(Change.make(HUBSPOT, "create_contact", "contacts", email, {}, {"email": email},
+                                                   f"{reason}: no HubSpot contact", STEP_OPT_OUTS_CREATE_CONTACTS))
+            else:
+                contact_id = person.primary.id
+            unsubscribed = False
+            for sid in to_hubspot.subscriptions:
+                if (email, sid) in planned or (person is not None and is_unsubscribed_from(person, sid)):
+                    continue
+                planned.add((email, sid))
+                unsubscribed = True
+                out.changes.append(Change.make(
+                    HUBSPOT, "unsubscribe_contact", sid, email, {"unsubscribed": False},
+                    {"unsubscribed": True, "legal_basis": to_hubspot.legal_basis,
+                     "explanation": to_hubspot.explanation},
+                    f"{reason}: unsubscribe from {config.subscription_name(sid)}", STEP_OPT_OUTS_TO_HUBSPOT, contact_id,
+                ))
+            if unsubscribed and person is not None and not person.unsubscribed_by_r11:
+                people[email] = replace(person, unsubscribed_by_r11=f"R11 from audience {audience.name}")
+
+
+# -- R12 Handover -----------------------------------------------------------------------------
+
+
+@dataclass
+class Handed:
+    """Members R12 decided (handed over, or reported for want of a contact), per audience name."""
+
+    emails: dict[str, set[str]] = field(default_factory=dict)
+    set_by: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (email, prop) -> value, tag
+
+    def decided(self, audience: str, email: str) -> bool:
+        return email in self.emails.get(audience, ())
+
+
+def pending_handovers(audience: AudienceRules, tags: tuple[str, ...]) -> list[Handover]:
+    """The handovers a member's tags call for, in config order (none when a tag is exempt)."""
+    carried = {t.casefold() for t in tags}
+    if carried.isdisjoint(audience.handovers) or audience.any_exempt(tags):
+        return []
+    return [h for h in audience.audience.handover if h.tag.casefold() in carried]
+
+
+def source_list_name(audience: AudienceRules, tags: tuple[str, ...], person: Person,
+                     lists: Mapping[str, HubList]) -> str | None:
+    """The first source, in stream order, whose primary tag the member carries, preferring one
+    whose list holds the contact; None when there is none."""
+    carried = {t.casefold() for t in tags}
+    matching = [
+        source for stream in audience.streams for source in stream.sources
+        if carried & {source.tag.casefold(), *(r.tag.casefold() for r in source.tag_rules)}
+    ]
+    if not matching:
+        return None
+    chosen = next((s for s in matching if s.list in person.lists), matching[0])
+    hub_list = lists.get(chosen.list)
+    return hub_list.name if hub_list is not None else chosen.list
+
+
+def handovers(
+    out: Out, rules: list[AudienceRules], people: dict[str, Person], critical: frozenset[str],
+    lists: Mapping[str, HubList],
+) -> Handed:
+    """R12 for every audience, config order. Updates `people` to HubSpot as it will be after the
+    handover writes (lists joined and left, properties set), so later rules plan from it."""
+    handed = Handed()
+    for audience in rules:
+        decided = handed.emails.setdefault(audience.name, set())
+        for email, member in audience.state.members.items():
+            if member.status == "archived":
+                continue
+            pending = pending_handovers(audience, member.tags)
+            if not pending:
+                continue
+            person = people.get(email)
+            tags = ", ".join(h.tag for h in pending)
+            if person is None:
+                decided.add(email)
+                out.report("skipped", audience.name, email,
+                           f"R12 handover tag {tags} but no HubSpot contact has this email: not changed")
+                continue
+            if not person.lists.isdisjoint(critical):
+                continue  # R2 decides
+            decided.add(email)
+            observed = person
+            for handover in pending:
+                person = _hand_over_in_hubspot(out, audience, handover, person, observed, member.tags, lists, handed)
+            people[email] = person
+            _hand_over_in_mailchimp(out, audience, pending, email, member.status, member.tags)
+    return handed
+
+
+def _hand_over_in_hubspot(
+    out: Out, audience: AudienceRules, handover: Handover, person: Person, observed: Person, tags: tuple[str, ...],
+    lists: Mapping[str, HubList], handed: Handed,
+) -> Person:
+    reason = f"R12 handover {handover.tag} to list {handover.to_list} (audience {audience.name})"
+    joined, left = set(), set()
+    if handover.to_list not in person.lists:
+        if list_write(out, lists, "add_to_list", handover.to_list, person, person.primary.id, reason,
+                      STEP_HANDOVER_HUBSPOT):
+            joined.add(handover.to_list)
+    for list_id in handover.remove_from:
+        if list_id not in person.lists:
+            continue
+        removed = [c for c in person.contacts if list_id in c.lists]
+        if all([list_write(out, lists, "remove_from_list", list_id, person, c.id, reason, STEP_HANDOVER_HUBSPOT)
+                for c in removed]):
+            left.add(list_id)
+    properties = _handover_properties(out, audience, handover, observed, tags, lists, handed, reason)
+    if properties:
+        before = {prop: person.properties.get(prop) for prop in properties}
+        out.changes.append(Change.make(HUBSPOT, "set_contact_properties", "contacts", person.email, before,
+                                       properties, reason, STEP_HANDOVER_HUBSPOT, person.primary.id))
+    if not (joined or left or properties):
+        return person
+    merged: dict[str, Any] = {**person.properties, **properties}
+    return replace(person, lists=(person.lists | joined) - left, properties=merged)
+
+
+def _handover_properties(
+    out: Out, audience: AudienceRules, handover: Handover, person: Person, tags: tuple[str, ...],
+    lists: Mapping[str, HubList], handed: Handed, reason: str,
+) -> dict[str, str]:
+    """The `set_properties` values that differ from the contact's, `{source_list_name}` filled in."""
+    wanted: dict[str, str] = {}
+    for prop, template in handover.set_properties.items():
+        value = str(template)
+        if "{source_list_name}" in value:
+            name = source_list_name(audience, tags, person, lists)
+            if name is None:
+                out.report("warning", "contacts", person.email,
+                           f"{reason}: no source's primary tag on the member; {prop} gets an empty source list name")
+                name = ""
+            value = value.replace("{source_list_name}", name)
+        earlier = handed.set_by.get((person.email, prop))
+        if earlier is not None:
+            if earlier[0] != value:
+                out.report("warning", "contacts", person.email,
+                           f"{reason}: {prop} already set to another value by handover {earlier[1]}; not changed")
+            continue
+        handed.set_by[(person.email, prop)] = (value, handover.tag)
+        current = person.properties.get(prop)
+        if (current if current is not None else "") != value:
+            wanted[prop] = value
+    return wanted
+
+
+def _hand_over_in_mailchimp(
+    out: Out, audience: AudienceRules, pending: list[Handover], email: str, status: str, tags: tuple[str, ...],
+) -> None:
+    """After the HubSpot writes: managed and handover tags removed, then the member archived."""
+    handover_tags = {h.tag.casefold() for h in pending}
+    removed = [t for t in tags if t.casefold() in audience.managed or t.casefold() in handover_tags]
+    reason = f"R12 handover {', '.join(h.tag for h in pending)} to list {', '.join(h.to_list for h in pending)}"
+    if removed:
+        out.changes.append(Change.make(MAILCHIMP, "remove_tags", audience.name, email, dict.fromkeys(removed, True),
+                                       dict.fromkeys(removed, False), reason, STEP_HANDOVER_MAILCHIMP))
+    out.changes.append(Change.make(MAILCHIMP, "archive_member", audience.name, email, {"status": status},
+                                   {"status": "archived"}, reason, STEP_HANDOVER_MAILCHIMP))
