@@ -115,7 +115,6 @@ class MailchimpApi:
             self.router.add(method, pattern, partial(handler, state, self.options.variants))
         self._gate = threading.Lock()
         self._in_flight: dict[str, int] = {}
-        self._admitted: dict[int, str] = {}
 
     def owns(self, path: str) -> bool:
         return path == PREFIX or path.startswith(PREFIX + "/")
@@ -138,9 +137,9 @@ class MailchimpApi:
         return None
 
     def release(self, request: Request) -> None:
-        with self._gate:
-            key = self._admitted.pop(id(request), None)
-            if key is not None:
+        key = request.context.pop("mailchimp_connection", None)
+        if key is not None:
+            with self._gate:
                 self._in_flight[key] -= 1
 
     def _take_connection(self, request: Request, key: str) -> None:
@@ -150,7 +149,7 @@ class MailchimpApi:
             if self._in_flight.get(key, 0) >= limit:
                 raise err.too_many_requests(limit, bool(self.options.variants.get("mailchimp_429_retry_after", False)))
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
-            self._admitted[id(request)] = key
+            request.context["mailchimp_connection"] = key
 
     def in_flight(self) -> int:
         """Requests admitted and not yet released (for tests of the connection limit)."""
@@ -202,11 +201,16 @@ class MailchimpApi:
             return response
         handler, params, endpoint = found
         request.params = params
+        if request.time is None:
+            request.time = self.state.clock()
         with self.state.lock:
+            self.state.at = request.time
             try:
                 response = handler(request)
             except Problem as problem:
                 response = problem.response(self.state.dc, request_id)
+            finally:
+                self.state.at = None
         response.endpoint = endpoint
         response.headers.setdefault("X-Request-Id", request_id)
         return response

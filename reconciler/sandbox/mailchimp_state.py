@@ -142,13 +142,14 @@ class MailchimpState:
         self.next_tag_id = 10001
         self.next_web_id = 100001
         self.next_merge_id = 1
+        self.at: float | None = None  # the handled request's time, so journal replays keep timestamps
 
     @property
     def dc(self) -> str:
         return self.api_key.rsplit("-", 1)[1] if "-" in self.api_key else "us1"
 
     def now(self) -> str:
-        return iso(self.clock())
+        return iso(self.at if self.at is not None else self.clock())
 
     def new_web_id(self) -> int:
         self.next_web_id += 1
