@@ -21,7 +21,7 @@ LISTS = "/crm/v3/lists"
 PREFS = "/communication-preferences/v3"
 CONTACT_BATCH = 100  # "Batch operations are limited to 100 records at a time."
 MEMBERSHIP_PAGE = 250  # Lists v3 memberships: max `limit`
-MEMBERSHIP_BATCH = 100  # ids per memberships add/remove: the vendor's cap is [UNCONFIRMED]; v1 took 500
+MEMBERSHIP_BATCH = 500  # ids per memberships add/remove: the cap is [UNCONFIRMED]; v1 took 500, as does the sandbox
 LIST_IDS_PER_READ = 100  # listIds per GET /crm/v3/lists (keeps the URL short)
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 
