@@ -43,9 +43,9 @@ def load_config(path: str | Path, env: Mapping[str, str], *, mode: str) -> tuple
     semantic_problems, warnings = SemanticChecker(doc, checked).run()
     problems.extend(semantic_problems)
     if problems:
-        raise ConfigError(_sorted(problems, doc))
+        raise ConfigError(_sorted(resolver.redact(problems), doc))
     config = build_config(resolver.resolved, doc)
-    return config, _sorted(resolver.warnings + warnings, doc)
+    return config, _sorted(resolver.redact(resolver.warnings + warnings), doc)
 
 
 def _sorted(lines: list[str], doc: Document | None) -> list[str]:
@@ -74,6 +74,14 @@ class _Resolver:
         self.warnings: list[str] = []
         self.unknown: set[KeyPath] = set()
         self.resolved: Any = None
+        self.substituted: set[str] = set()
+
+    def redact(self, lines: list[str]) -> list[str]:
+        """A safety net: checks may quote a checked value, and one that came from the environment is hidden."""
+        for value in sorted(self.substituted, key=len, reverse=True):
+            if len(value) >= 3:
+                lines = [line.replace(value, "***") for line in lines]
+        return lines
 
     def raw_value(self, path: KeyPath) -> Any:
         value: Any = self.doc.data
@@ -105,6 +113,7 @@ class _Resolver:
             if not value:
                 missing.append(name)
                 return ""
+            self.substituted.add(value)
             return value
 
         result = _REFERENCE.sub(one, text)

@@ -318,3 +318,11 @@ def test_unexpected_error_is_one_line_with_a_hint_and_a_traceback_only_under_deb
         err.truncate(0), err.seek(0)
         assert report_error(error, streams, debug=True) == 1
         assert "Traceback" in err.getvalue()
+
+
+def test_a_value_from_the_environment_is_hidden_even_when_a_check_quotes_it(tmp_path: Path) -> None:
+    text = MINIMAL + "exclusions: {critical: [\"${CRITICAL_LIST}\"]}\n"
+    text = text.replace('list: "719"', 'list: "${CRITICAL_LIST}"')
+    problems = problems_of(write(tmp_path, text), {**ENV, "CRITICAL_LIST": "7777"})
+    assert len(problems) == 1 and "critical list" in problems[0]
+    assert "7777" not in problems[0] and "***" in problems[0]
