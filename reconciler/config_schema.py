@@ -123,7 +123,7 @@ class SchemaChecker:
         got = describe_type(error.instance)
         if "string" in expected and isinstance(error.instance, (int, float)) and not isinstance(error.instance, bool):
             return problem(self.doc.at(path), path, f"expected {words}, got {got}",
-                           f"quote it: \"{self.raw_value(path)}\"")
+                           f"quote it: \"{self.doc.texts.get(path, self.raw_value(path))}\"")
         if error.instance is None:
             return problem(self.doc.at(path), path, f"expected {words}, got nothing", "give it a value or remove the key")
         todo = f"write {words}"

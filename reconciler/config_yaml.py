@@ -52,6 +52,8 @@ class Document:
     values: dict[KeyPath, Location] = field(default_factory=dict)
     keys: dict[KeyPath, Location] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    # Scalars as typed, for hints: YAML reads `0719` as the number 465, but the user wrote 0719.
+    texts: dict[KeyPath, str] = field(default_factory=dict)
 
     def at(self, path: KeyPath) -> Location:
         """Where the value at `path` was written, or the nearest enclosing place that exists."""
@@ -119,6 +121,7 @@ class _Reader:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.read(item, path + (i,)) for i, item in enumerate(node.value)]
+        self.doc.texts[path] = str(node.value)
         return self.loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
@@ -192,7 +195,7 @@ def _merge_mapping(into: Document, other: Document, target: dict[str, Any], sour
 
 def _copy_locations(into: Document, other: Document, prefix: KeyPath) -> None:
     size = len(prefix)
-    for table_name in ("values", "keys"):
+    for table_name in ("values", "keys", "texts"):
         source, target = getattr(other, table_name), getattr(into, table_name)
         for path, loc in source.items():
             if path[:size] == prefix:

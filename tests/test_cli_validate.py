@@ -140,3 +140,9 @@ def test_python_dash_m_validate_runs_as_a_subprocess() -> None:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "config OK: 1 audience, 1 file\n"
+
+
+def test_an_unquoted_id_is_shown_as_written_in_the_quote_hint() -> None:
+    # YAML 1.1 reads 0717 as the octal number 463; the hint must show what the user typed.
+    _, _, err = run(["--validate", "--config", str(FIXTURES / "int_list_id_leading_zero.yaml")])
+    assert 'got a whole number; quote it: "0717"' in err
