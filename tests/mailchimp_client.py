@@ -1,8 +1,8 @@
-"""Test helper for the Mailchimp emulator: a seed and a small client that drives MailchimpApi the
-way the server does (admit, handle, release), so contract tests read like HTTP calls.
+"""Test helper for the Mailchimp emulator: a seed, and a client that talks HTTP to a started
+Sandbox (or, in-process, drives MailchimpApi's admit/handle/release as the server does).
 
-Every write also checks that `Response.mutated` agrees with a before/after diff of the state,
-since the server's journal trusts that flag.
+`Reply.mutated` is whether the request changed the emulator's state (a before/after diff). In
+process the client also checks that `Response.mutated`, which the server's journal trusts, agrees.
 """
 
 from __future__ import annotations
@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import json as jsonlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Iterator
 from urllib.parse import urlencode
+
+import pytest
+import requests
 
 from reconciler.sandbox.http import CaseInsensitiveDict, Request, SandboxOptions
 from reconciler.sandbox.mailchimp import MailchimpApi
 from reconciler.sandbox.mailchimp_state import MailchimpState
+from reconciler.sandbox.server import Sandbox
 
 KEY = "sandboxkey-us1"
 LIST = "abc123def4"
@@ -55,7 +59,7 @@ def seed(members: list[dict[str, Any]] | None = None, **audience: Any) -> dict[s
 @dataclass
 class Reply:
     status: int
-    headers: CaseInsensitiveDict
+    headers: Any  # case-insensitive
     raw: bytes
     mutated: bool
 
@@ -65,11 +69,13 @@ class Reply:
 
 
 class Client:
-    """In-process client: builds Requests, runs admit/handle/release like the server."""
+    """HTTP client of a started Sandbox, or (sandbox None) an in-process driver of the API."""
 
-    def __init__(self, api: MailchimpApi) -> None:
+    def __init__(self, api: MailchimpApi, sandbox: Sandbox | None = None) -> None:
         self.api = api
         self.state = api.state
+        self.sandbox = sandbox
+        self.session = requests.Session() if sandbox else None
 
     def request(
         self,
@@ -87,6 +93,10 @@ class Client:
             merged["Authorization"] = auth
         merged.update(headers or {})
         body = data if data is not None else (jsonlib.dumps(json).encode() if json is not None else b"")
+        if self.sandbox is not None and self.session is not None:
+            before = self.state.to_json()
+            reply = self.session.request(method, self.sandbox.base_url + path, params=params, data=body, headers=merged, timeout=30)
+            return Reply(reply.status_code, reply.headers, reply.content, self.state.to_json() != before)
         query = Request.parse_query(urlencode(params or {}))
         request = Request(method, path, query, CaseInsensitiveDict(merged), body)
         refused = self.api.admit(request)
@@ -101,6 +111,12 @@ class Client:
         assert response.mutated == changed, f"{method} {path}: mutated={response.mutated} but state changed={changed}"
         assert response.endpoint.startswith(method.upper()) or "X-HTTP-Method-Override" in merged
         return _reply(response)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        if self.sandbox is not None:
+            self.sandbox.stop()
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
@@ -123,12 +139,29 @@ def _reply(response: Any) -> Reply:
     return Reply(response.status, headers, response.encoded(), response.mutated)
 
 
+_STARTED: list[Client] = []
+
+
 def make_client(
     seed_data: dict[str, Any] | None = None,
     options: SandboxOptions | None = None,
-    clock: Callable[[], float] | None = None,
     state: MailchimpState | None = None,
+    http: bool = True,
 ) -> Client:
-    if state is None:
-        state = MailchimpState.from_seed(seed_data or seed(), clock) if clock else MailchimpState.from_seed(seed_data or seed())
-    return Client(MailchimpApi(state, options or SandboxOptions()))
+    """A client of a fresh emulator; over HTTP a Sandbox is started (stopped by `stop_sandboxes`)."""
+    if http and state is None:
+        sandbox = Sandbox({"mailchimp": seed_data or seed()}, options=options or SandboxOptions()).start()
+        assert sandbox.mailchimp_api is not None, "the sandbox did not load the Mailchimp emulator"
+        client = Client(sandbox.mailchimp_api, sandbox)  # type: ignore[arg-type]
+        _STARTED.append(client)
+        return client
+    return Client(MailchimpApi(state or MailchimpState.from_seed(seed_data or seed()), options or SandboxOptions()))
+
+
+@pytest.fixture(autouse=True)
+def stop_sandboxes() -> Iterator[None]:
+    """Import into a test module: stops every Sandbox its tests started."""
+    yield
+    while _STARTED:
+        client = _STARTED.pop()
+        client.close()

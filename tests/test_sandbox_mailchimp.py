@@ -11,11 +11,13 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
 from reconciler.sandbox.http import Request, SandboxOptions
 from reconciler.sandbox.mailchimp import MailchimpApi
 from reconciler.sandbox.mailchimp_state import MailchimpState
-from mailchimp_client import KEY, LIST, Client, make_client, seed
+from reconciler.sandbox.server import Sandbox
+from mailchimp_client import KEY, LIST, Client, make_client, seed, stop_sandboxes  # noqa: F401 (autouse fixture)
 
 MEMBERS = f"/3.0/lists/{LIST}/members"
 
@@ -167,14 +169,20 @@ def test_status_filter_and_archived_only_with_status_archived(mc: Client) -> Non
 
 
 def test_since_last_changed_and_unsubscribed_since() -> None:
-    clock = [1_700_000_000.0]
-    mc = make_client(seed(), clock=lambda: clock[0])
-    clock[0] += 3600
+    old = "2020-01-01T00:00:00+00:00"
+    mc = make_client(seed(members=[
+        {"email": "ann@example.com", "status": "subscribed", "merge_fields": {"LNAME": "Lee"}, "last_changed": old},
+        {"email": "bob@example.com", "status": "unsubscribed", "merge_fields": {"LNAME": "Doe"}, "last_changed": old},
+    ]))
     assert mc.patch(f"{MEMBERS}/ann@example.com", json={"status": "unsubscribed"}).status == 200
-    since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(clock[0] - 60))
+    since = "2021-01-01T00:00:00+00:00"
     body = mc.get(MEMBERS, params={"since_last_changed": since, "status": "unsubscribed"}).body
     assert [m["email_address"] for m in body["members"]] == ["ann@example.com"]
     assert body["members"][0]["unsubscribe_reason"]
+    # offsets count: 23:00-02:00 is after bob's change at 00:00Z, 21:00-02:00 is before it
+    assert mc.get(MEMBERS, params={"since_last_changed": "2019-12-31T23:00:00-02:00"}).body["total_items"] == 1
+    assert mc.get(MEMBERS, params={"since_last_changed": "2019-12-31T21:00:00-02:00"}).body["total_items"] == 2
+    assert mc.get(MEMBERS, params={"before_last_changed": since}).body["total_items"] == 1
     body = mc.get(MEMBERS, params={"unsubscribed_since": since, "status": "unsubscribed"}).body
     assert body["total_items"] == 1
     assert_problem(mc.get(MEMBERS, params={"unsubscribed_since": since}), 400, "Invalid Resource")
@@ -476,7 +484,7 @@ def test_state_round_trip_keeps_members_tags_and_forgotten(mc: Client) -> None:
     state = mc.state
     copy = MailchimpState.from_json(state.to_json())
     assert copy.to_json() == state.to_json()
-    again = make_client(state=copy)
+    again = make_client(state=copy, http=False)
     assert again.get(f"{MEMBERS}/bob@example.com").body == mc.get(f"{MEMBERS}/bob@example.com").body
     assert_problem(again.put(f"{MEMBERS}/ann@example.com", json={"email_address": "ann@example.com", "status_if_new": "subscribed"}), 400, "Forgotten Email Not Subscribed")
 
@@ -506,3 +514,106 @@ def test_concurrent_upserts_are_consistent() -> None:
         thread.join()
     assert errors == []
     assert mc.get(MEMBERS, params={"status": "subscribed"}).body["total_items"] == 3 + 80
+
+
+def test_mutated_flag_matches_state_changes_in_process() -> None:
+    """The journal replays only requests flagged `mutated`; the in-process client checks each one."""
+    mc = make_client(seed(), http=False)
+    url = f"{MEMBERS}/{md5('z@example.com')}"
+    put = {"email_address": "z@example.com", "status_if_new": "subscribed", "merge_fields": {"LNAME": "Z"}}
+    flags = [
+        mc.put(url, json=put).mutated,
+        mc.put(url, json=put).mutated,
+        mc.patch(url, json={"merge_fields": {"FNAME": "Zed"}}).mutated,
+        mc.post(f"{url}/tags", json={"tags": [{"name": "New", "status": "active"}]}).mutated,
+        mc.post(f"{url}/tags", json={"tags": [{"name": "Gone", "status": "inactive"}]}).mutated,
+        mc.delete(url).mutated,
+        mc.delete(url).mutated,
+        mc.put(f"{MEMBERS}/bob@example.com", json={"email_address": "bob@example.com", "status": "subscribed"}).mutated,
+        mc.post(f"/3.0/lists/{LIST}", json={"members": [{"email_address": "ann@example.com", "status": "subscribed"}], "update_existing": True}).mutated,
+        mc.post(f"{url}/actions/delete-permanent").mutated,
+    ]
+    assert flags == [True, False, True, True, False, True, False, False, False, True]
+
+
+def test_connection_limit_over_http() -> None:
+    options = SandboxOptions(rate_limits=True, mailchimp_max_connections=10, latency_ms=400, variants={"mailchimp_429_retry_after": True})
+    mc = make_client(seed(), options)
+    assert mc.sandbox is not None
+    url = mc.sandbox.base_url + "/3.0/ping"
+    replies: list[Any] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        with requests.Session() as session:
+            reply = session.get(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        with lock:
+            replies.append(reply)
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses.count(200) >= 10 and statuses.count(429) >= 1 and set(statuses) == {200, 429}
+    refused = next(r for r in replies if r.status_code == 429)
+    assert refused.json()["title"] == "Too Many Requests" and refused.headers["Retry-After"] == "1"
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert mc.get("/3.0/ping").status == 200 and mc.api.in_flight() == 0
+
+
+def test_counters_name_the_routes() -> None:
+    mc = make_client(seed())
+    assert mc.sandbox is not None
+    mc.get(MEMBERS)
+    mc.put(f"{MEMBERS}/ann@example.com", json={"email_address": "ann@example.com", "status_if_new": "subscribed"})
+    counters = mc.sandbox.counters()
+    assert counters["GET /3.0/lists/{list_id}/members"] == 1
+    assert counters["PUT /3.0/lists/{list_id}/members/{subscriber_hash}"] == 1
+
+
+def test_state_file_keeps_writes_across_restarts(tmp_path: Any) -> None:
+    state_file = str(tmp_path / "state.json")
+    first = Sandbox({"mailchimp": seed()}, state_file=state_file).start()
+    try:
+        with requests.Session() as session:
+            base = first.base_url + MEMBERS
+            auth = {"Authorization": f"Bearer {KEY}"}
+            assert session.patch(f"{base}/ann@example.com", json={"status": "unsubscribed"}, headers=auth).status_code == 200
+            assert session.post(f"{base}/{md5('dana@example.com')}/actions/delete-permanent", headers=auth).status_code == 204
+            assert session.post(f"{base}/{md5('eve@example.org')}/tags", json={"tags": [{"name": "Kept", "status": "active"}]}, headers=auth).status_code == 204
+    finally:
+        first.stop()
+    expected = first.mailchimp.to_json()
+    second = Sandbox(state_file=state_file)
+    assert second.mailchimp is not None and second.mailchimp.to_json() == expected
+    audience = second.mailchimp.audiences[LIST]
+    assert audience.members[md5("ann@example.com")].status == "unsubscribed" and md5("dana@example.com") in audience.forgotten
+
+
+def test_scale_100k_members_load_and_read() -> None:
+    members = [{"email": f"user{i:06d}@example.com", "status": "subscribed", "merge_fields": {"FNAME": "U", "LNAME": str(i)}, "tags": ["Bulk"] if i % 10 == 0 else []} for i in range(100_000)]
+    started = time.perf_counter()
+    state = MailchimpState.from_seed(seed(members=members))
+    load_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    sandbox = Sandbox({"mailchimp": seed(members=members)}).start()
+    sandbox_seconds = time.perf_counter() - started
+    try:
+        fields = "members.id,members.email_address,members.status,members.last_changed,members.merge_fields,total_items"
+        seen = 0
+        started = time.perf_counter()
+        with requests.Session() as session:
+            for offset in range(0, 100_000, 1000):
+                reply = session.get(sandbox.base_url + MEMBERS, params={"count": 1000, "offset": offset, "fields": fields}, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+                body = reply.json()
+                assert reply.status_code == 200 and body["total_items"] == 100_000
+                seen += len(body["members"])
+        read_seconds = time.perf_counter() - started
+    finally:
+        sandbox.stop()
+    print(f"\nmailchimp scale: MailchimpState.from_seed 100,000 members {load_seconds:.2f} s; "
+          f"Sandbox(seed) {sandbox_seconds:.2f} s; 100 pages of 1,000 over HTTP {read_seconds:.2f} s")
+    assert seen == 100_000 and len(state.audiences[LIST].members) == 100_000
+    assert load_seconds < 10 and sandbox_seconds < 10 and read_seconds < 10
