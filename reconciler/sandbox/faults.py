@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import random
 import threading
+from typing import Sequence
 
 from .http import Response
 
-# Fault kinds, drawn uniformly once a request is chosen for a fault.
+# Fault kinds, drawn uniformly once a request is chosen for a fault
+# (SandboxOptions.variants["fault_kinds"] narrows them, e.g. ["drop"] for one test).
 KINDS = ("500", "502", "503", "drop", "process_then_drop")
 DROP = "drop"  # connection closed before anything is processed
 PROCESS_THEN_DROP = "process_then_drop"  # handled (and journaled), then closed with no answer
@@ -22,10 +24,14 @@ EDGE_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\
 
 
 class FaultInjector:
-    def __init__(self, rate: float, seed: int | None) -> None:
+    def __init__(self, rate: float, seed: int | None, kinds: Sequence[str] = KINDS) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"fault rate {rate} must be between 0 and 1")
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown or not kinds:
+            raise ValueError(f"fault kinds {list(kinds)} must be a non-empty subset of {KINDS}")
         self.rate = rate
+        self.kinds = tuple(kinds)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -35,7 +41,7 @@ class FaultInjector:
             return None
         with self._lock:
             hit = self._random.random() < self.rate
-            kind = self._random.choice(KINDS)
+            kind = self._random.choice(self.kinds)
         return kind if hit else None
 
 
