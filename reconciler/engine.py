@@ -326,7 +326,7 @@ def _notify(config: Config, run_id: str, result: ApplyResult, io: IO) -> None:
 def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, operator: str, approval: str | None,
                 io: IO, result: ApplyResult) -> None:
     from reconciler.apply import Applier, summarise
-    from reconciler.render.mask import show_email
+    from reconciler.render.mask import mask_text, show_email
     from reconciler.render.text import render_plan, render_safety_violations
 
     redact = _redact(args, io)
@@ -359,8 +359,9 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
     result.counts = summarise(outcomes)
     for outcome in outcomes:
         if outcome.outcome in ("failed", "refused", "deferred"):
+            detail = mask_text(outcome.detail) if redact else outcome.detail
             line = (f"{outcome.outcome}: {outcome.change.action} {outcome.change.target} "
-                    f"{show_email(outcome.change.email, redact)}: {outcome.detail}")
+                    f"{show_email(outcome.change.email, redact)}: {detail}")
             io.console.print(line, markup=False, soft_wrap=True)
             if outcome.outcome == "failed":
                 result.failures.append(line)
@@ -379,7 +380,7 @@ def run_audit(args: Any, config: Config, cli_io: Any) -> int:
     import csv
     import json
 
-    from reconciler.render.mask import show_email
+    from reconciler.render.mask import mask_text, show_email
 
     io = engine_io(cli_io)
     path = config.audit.path
@@ -394,8 +395,13 @@ def run_audit(args: Any, config: Config, cli_io: Any) -> int:
     redact = _redact(args, io)
     for row in rows:
         row["email"] = show_email(row["email"], redact)
+        if redact:
+            row["error"] = mask_text(row["error"]) if row["error"] else row["error"]
+            row["reason"] = mask_text(row["reason"])
     fmt = getattr(args, "format", None) or "table"
     if fmt == "json":
+        for row in rows:  # before/after are stored as canonical JSON text; show them as objects
+            row["before"], row["after"] = json.loads(row["before"]), json.loads(row["after"])
         io.stdout.write(json.dumps(rows, indent=2) + "\n")
     elif fmt == "csv":
         writer = csv.DictWriter(io.stdout, fieldnames=list(rows[0]) if rows else ["seq"])
