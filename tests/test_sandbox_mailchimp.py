@@ -152,6 +152,9 @@ def test_fields_and_exclude_fields(mc: Client) -> None:
     assert "_links" not in excluded and "merge_fields" not in excluded["members"][0] and "email_address" in excluded["members"][0]
     assert_problem(mc.get(MEMBERS, params={"fields": "total_items", "exclude_fields": "_links"}), 400, "Bad Request")
     assert_problem(mc.get(MEMBERS, params={"fields": "members.no_such_field"}), 400, "Bad Request")
+    one = mc.get(f"{MEMBERS}/ann@example.com", params={"fields": "email_address,unsubscribe_reason,merge_fields.LNAME"}).body
+    assert one == {"email_address": "ann@example.com", "merge_fields": {"LNAME": "Lee"}}
+    assert_problem(mc.get(f"{MEMBERS}/ann@example.com", params={"fields": "nope"}), 400, "Bad Request")
 
 
 def test_status_filter_and_archived_only_with_status_archived(mc: Client) -> None:
@@ -537,7 +540,7 @@ def test_mutated_flag_matches_state_changes_in_process() -> None:
 
 
 def test_connection_limit_over_http() -> None:
-    options = SandboxOptions(rate_limits=True, mailchimp_max_connections=10, latency_ms=400, variants={"mailchimp_429_retry_after": True})
+    options = SandboxOptions(rate_limits=True, mailchimp_max_connections=10, latency_ms=1000, variants={"mailchimp_429_retry_after": True})
     mc = make_client(seed(), options)
     assert mc.sandbox is not None
     url = mc.sandbox.base_url + "/3.0/ping"

@@ -77,17 +77,22 @@ def wanted_items(request: Request, collection: str) -> list[str] | None:
     return None if sub is None else list(sub)
 
 
-def partial(request: Request, body: dict[str, Any], item_keys: Mapping[str, Iterable[str]] | None = None) -> dict[str, Any]:
-    """Apply `fields` / `exclude_fields` (mutually exclusive; unknown names refused)."""
+def partial(
+    request: Request,
+    body: dict[str, Any],
+    item_keys: Mapping[str, Iterable[str]] | None = None,
+    top_keys: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Apply `fields` / `exclude_fields` (mutually exclusive; names neither in the body nor known refused)."""
     fields, excluded = request.args("fields"), request.args("exclude_fields")
     if fields and excluded:
         raise err.Problem(400, "Bad Request", "The fields and exclude_fields parameters are mutually exclusive.")
     if fields:
         tree = field_tree(fields)
-        check_tree(tree, body, dict(item_keys or {}))
+        check_tree(tree, body, dict(item_keys or {}), top_keys)
         return keep(body, tree)
     if excluded:
         tree = field_tree(excluded)
-        check_tree(tree, body, dict(item_keys or {}))
+        check_tree(tree, body, dict(item_keys or {}), top_keys)
         return drop(body, tree)
     return body

@@ -69,7 +69,7 @@ def get_member(state: MailchimpState, variants: Mapping[str, Any], request: Requ
     key, member = resolve(audience, request.params["subscriber_hash"])
     if member is None:
         raise err.not_found()
-    return ok(partial(request, member_json(audience, key, member)))
+    return ok(partial(request, member_json(audience, key, member), top_keys=MEMBER_FIELDS))
 
 
 def add_member(state: MailchimpState, variants: Mapping[str, Any], request: Request) -> Response:

@@ -191,9 +191,10 @@ def field_tree(paths: list[str]) -> Tree:
     return tree
 
 
-def check_tree(tree: Tree, response: dict[str, Any], item_keys: dict[str, Iterable[str]]) -> None:
+def check_tree(tree: Tree, response: dict[str, Any], item_keys: dict[str, Iterable[str]], top_keys: Iterable[str] = ()) -> None:
     """Unknown top-level names, or unknown item names of a known collection, are refused."""
-    bad = [name for name in tree if name not in response]
+    known_top = set(response) | set(top_keys)
+    bad = [name for name in tree if name not in known_top]
     for collection, keys in item_keys.items():
         known = set(keys)
         bad += [f"{collection}.{name}" for name in (tree.get(collection) or {}) if name not in known]
