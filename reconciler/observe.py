@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from reconciler.model import AudienceState, Contact, HubList, Member, MergeField, Snapshot, normalise_email
-from reconciler.platforms.hubspot import CONTACT_BATCH, ContactRecord, HubSpotClient, ListInfo, chunks
+from reconciler.platforms.hubspot import CONTACT_BATCH, BatchRead, ContactRecord, HubSpotClient, ListInfo, chunks
 from reconciler.platforms.mailchimp import AudienceInfo, MailchimpClient
 from reconciler.settings import Audience, Config
 
@@ -88,7 +88,7 @@ def contact_properties(config: Config, audiences: Iterable[str] | None = None) -
 
 
 def _true(value: Any) -> bool:
-    return str(value).strip().lower() == "true" if value is not None else False
+    return value == "true" or (value is not None and str(value).strip().lower() == "true")
 
 
 class _Progress:
@@ -150,10 +150,55 @@ def observe(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient, 
     return _snapshot(config, audiences, hub, reads)
 
 
+class _SourceContacts:
+    """Reads source contacts 100 a call as membership pages arrive, so the reads overlap the paging.
+
+    Membership paging is sequential per list (a cursor); starting the contact reads early keeps
+    the other workers busy meanwhile. Ids shared by several lists are read once.
+    """
+
+    def __init__(self, hubspot: HubSpotClient, pool: ThreadPoolExecutor, properties: list[str]) -> None:
+        self._hubspot, self._pool, self._properties = hubspot, pool, properties
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._pending: list[str] = []
+        self._reads: list[Future[BatchRead]] = []
+
+    def offer(self, ids: list[str]) -> None:
+        with self._lock:
+            for cid in ids:
+                if cid not in self._seen:
+                    self._seen.add(cid)
+                    self._pending.append(cid)
+            while len(self._pending) >= CONTACT_BATCH:
+                self._submit(self._pending[:CONTACT_BATCH])
+                del self._pending[:CONTACT_BATCH]
+
+    def _submit(self, part: list[str]) -> None:
+        self._reads.append(self._pool.submit(self._hubspot.read_contacts, part, self._properties))
+
+    def collect(self, report: _Progress) -> dict[str, ContactRecord]:
+        with self._lock:
+            if self._pending:
+                self._submit(self._pending)
+                self._pending = []
+            reads, total = list(self._reads), len(self._seen)
+        contacts: dict[str, ContactRecord] = {}
+        done = 0
+        report("hubspot source contacts", 0, total)
+        for future in reads:
+            batch = future.result()
+            contacts.update({r.id: r for r in batch.found})
+            done += len(batch.found) + len(batch.missing)
+            report("hubspot source contacts", done, total)
+        return contacts
+
+
 def _read_hubspot(hubspot: HubSpotClient, pool: ThreadPoolExecutor, list_ids: list[str], sources: set[str],
                   properties: list[str], report: _Progress) -> _HubSpotRead:
     infos = hubspot.get_lists(list_ids)
     existing = [i for i in list_ids if i in infos]  # missing lists are preflight's to report
+    source_contacts = _SourceContacts(hubspot, pool, properties)
 
     def read_list(list_id: str) -> list[str]:
         info = infos[list_id]
@@ -162,20 +207,16 @@ def _read_hubspot(hubspot: HubSpotClient, pool: ThreadPoolExecutor, list_ids: li
         report(step, 0, info.size)
         for page in hubspot.iter_list_members(list_id):
             ids += page
+            if list_id in sources:
+                source_contacts.offer(page)
             report(step, len(ids), max(info.size, len(ids)))
         report(step, len(ids), len(ids))
         return ids
 
-    members = dict(zip(existing, pool.map(read_list, existing)))
-    wanted = sorted({cid for lid in existing if lid in sources for cid in members[lid]}, key=_id_order)
-    contacts: dict[str, ContactRecord] = {}
-    done = 0
-    report("hubspot source contacts", 0, len(wanted))
-    for batch in pool.map(lambda part: hubspot.read_contacts(part, properties), chunks(wanted, CONTACT_BATCH)):
-        contacts.update({r.id: r for r in batch.found})
-        done += len(batch.found) + len(batch.missing)
-        report("hubspot source contacts", done, len(wanted))
-    return _HubSpotRead(infos, members, contacts)
+    # Source lists first, so their contact reads start as early as possible.
+    order = sorted(existing, key=lambda i: i not in sources)
+    members = dict(zip(order, pool.map(read_list, order)))
+    return _HubSpotRead(infos, members, source_contacts.collect(report))
 
 
 def _read_by_email(hubspot: HubSpotClient, pool: ThreadPoolExecutor, emails: list[str], properties: list[str],
@@ -214,25 +255,24 @@ def _read_audience(mailchimp: MailchimpClient, pool: ThreadPoolExecutor, drivers
     return result
 
 
-def _id_order(record_id: str) -> tuple[int, str]:
-    return (int(record_id), "") if record_id.isdigit() else (1 << 62, record_id)
-
-
 def _snapshot(config: Config, audiences: list[str], hub: _HubSpotRead, reads: Mapping[str, _AudienceRead]) -> Snapshot:
     lists_of: dict[str, set[str]] = {}
     for list_id, ids in hub.members.items():
         for cid in ids:
             lists_of.setdefault(cid, set()).add(list_id)
-    subs = subscription_ids(config, audiences)
+    # Many contacts share one set of lists: share one frozenset between them (memory at 100k).
+    shared: dict[frozenset[str], frozenset[str]] = {}
+    optout_keys = [(sid, OPTOUT_PREFIX + sid) for sid in subscription_ids(config, audiences)]
     contacts: dict[str, Contact] = {}
-    for record in sorted(hub.contacts.values(), key=lambda r: _id_order(r.id)):
-        props = dict(record.properties)
+    for record in hub.contacts.values():
+        props = record.properties
+        lists = frozenset(lists_of.get(record.id, ()))
         contacts[record.id] = Contact(
             id=record.id,
             email=normalise_email(props.get("email")) or None,
             properties=props,
-            lists=frozenset(lists_of.get(record.id, ())),
-            unsubscribed=frozenset(s for s in subs if _true(props.get(OPTOUT_PREFIX + s))),
+            lists=shared.setdefault(lists, lists),
+            unsubscribed=frozenset(sid for sid, key in optout_keys if _true(props.get(key))),
             opted_out_of_all=_true(props.get(OPTOUT_ALL)),
         )
     lists = {lid: HubList(lid, info.name, info.processing_type, len(hub.members.get(lid, ())))
@@ -245,7 +285,7 @@ def _snapshot(config: Config, audiences: list[str], hub: _HubSpotRead, reads: Ma
             name=read.info.name,
             double_optin=read.info.double_optin,
             merge_fields={f.tag: f for f in read.merge_fields},
-            members=dict(sorted(read.members.items())),
+            members=read.members,
         )
     observed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return Snapshot(contacts=contacts, lists=lists, audiences=states, observed_at=observed_at)
