@@ -1,0 +1,118 @@
+"""Counting and grouping a Plan for display: summary rows, reason groups, changes by action.
+
+Shared by the text, JSON and Markdown renderers so all three count the same way. Grouping is
+presentation only: it never changes, drops or reorders what the plan says will happen.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from reconciler.plan import Change, Report
+from reconciler.render.mask import EMAIL_PATTERN, clip
+
+# Above this many distinct reasons for one (target, action, rule), the summary shows reason
+# groups instead: 5,000 "R3 ... source 719 ..." changes must not make 5,000 rows.
+DETAIL_LIMIT = 6
+REASON_WIDTH = 120
+
+_QUOTES = "'\"`‘“«"
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
+
+
+def _is_data(token: str) -> bool:
+    return any(ch.isdigit() for ch in token) or "@" in token or token[:1] in _QUOTES
+
+
+def reason_group(reason: str) -> str:
+    """The rule plus the reason's words up to its first data value.
+
+    `R2 critical list 762` -> `R2 critical list`; `R1 duplicate of ann@example.com` ->
+    `R1 duplicate of`. Data values are words holding a digit, an `@`, or opening with a quote.
+    """
+    tokens = clip(reason, REASON_WIDTH * 2).split()
+    if not tokens:
+        return ""
+    kept = [tokens[0]]
+    for token in tokens[1:]:
+        if _is_data(token):
+            break
+        kept.append(token)
+    return shorten(" ".join(kept).rstrip(":,;=-–—→("), REASON_WIDTH)
+
+
+def reason_detail(reason: str) -> str:
+    """The reason with emails cut out: a summary row is about many people, never one."""
+    text = clip(reason, REASON_WIDTH * 2)
+    return shorten(EMAIL_PATTERN.sub("<email>", text) if "@" in text else text, REASON_WIDTH)
+
+
+def _rule(reason: str) -> str:
+    return reason.split(" ", 1)[0] if reason else ""
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    target: str
+    action: str  # a change's action, or a report's kind
+    reason: str
+    count: int
+
+
+def _summarise(items: Sequence[tuple[str, str, str]]) -> list[SummaryRow]:
+    """Rows of (target, action-or-kind, reason) counts, collapsing busy rules to reason groups."""
+    distinct: dict[tuple[str, str, str], set[str]] = {}
+    for target, action, reason in items:
+        distinct.setdefault((target, action, _rule(reason)), set()).add(reason_detail(reason))
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for target, action, reason in items:
+        detailed = len(distinct[(target, action, _rule(reason))]) <= DETAIL_LIMIT
+        counts[(target, action, reason_detail(reason) if detailed else reason_group(reason))] += 1
+    return [SummaryRow(t, a, r, n) for (t, a, r), n in counts.items()]
+
+
+def summary_rows(changes: Sequence[Change]) -> list[SummaryRow]:
+    """Counts per target (audience, list or subscription), action and reason, in plan order."""
+    return _summarise([(c.target, c.action, c.reason) for c in changes])
+
+
+def report_rows(reports: Sequence[Report]) -> list[SummaryRow]:
+    """Counts per target, kind and reason of the reported items."""
+    return _summarise([(r.target, r.kind, r.reason) for r in reports])
+
+
+def by_action(changes: Iterable[Change]) -> dict[str, list[Change]]:
+    """Changes grouped by action, groups in order of first appearance (the plan's R18 order)."""
+    groups: dict[str, list[Change]] = {}
+    for change in changes:
+        groups.setdefault(change.action, []).append(change)
+    return groups
+
+
+def by_kind(reports: Iterable[Report]) -> dict[str, list[Report]]:
+    groups: dict[str, list[Report]] = {}
+    for report in reports:
+        groups.setdefault(report.kind, []).append(report)
+    return groups
+
+
+def counts(changes: Sequence[Change], reports: Sequence[Report]) -> dict[str, object]:
+    """The plan's counts as plain values (JSON document, headers)."""
+    per_target: dict[str, dict[str, int]] = {}
+    for change in changes:
+        actions = per_target.setdefault(change.target, {})
+        actions[change.action] = actions.get(change.action, 0) + 1
+    return {
+        "changes": len(changes),
+        "reports": len(reports),
+        "by_action": dict(Counter(c.action for c in changes)),
+        "by_target": per_target,
+        "by_kind": dict(Counter(r.kind for r in reports)),
+    }

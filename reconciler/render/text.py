@@ -1,0 +1,128 @@
+"""The human plan (SPEC §5): summary table first, then changes by action, then reported items.
+
+Writes to the rich Console it is given (the CLI owns it, tests pass their own), never to a global
+one. Formatting only: every count and line here comes straight from the Plan.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from reconciler.plan import Change, Plan, Report
+from reconciler.render.diff import detail_lines
+from reconciler.render.mask import mask_text, show_email
+from reconciler.render.summary import REASON_WIDTH, SummaryRow, by_action, by_kind, report_rows, shorten, summary_rows
+
+NO_CHANGES = "No changes."
+SECTION_LIMIT = 20  # lines per action or report kind unless --verbose
+_MARK = {
+    "create_member": "+",
+    "restore_member": "+",
+    "create_contact": "+",
+    "add_to_list": "+",
+    "add_tags": "+",
+    "archive_member": "-",
+    "remove_from_list": "-",
+    "remove_tags": "-",
+}
+
+
+def _summary_table(title: str, rows: Sequence[SummaryRow], second: str) -> Table:
+    table = Table(title=title, title_justify="left", show_footer=len(rows) > 1)
+    total = sum(row.count for row in rows)
+    table.add_column("Target", footer="Total")
+    table.add_column(second)
+    table.add_column("Reason", overflow="fold")
+    table.add_column("Count", justify="right", footer=str(total))
+    for row in rows:
+        table.add_row(Text(row.target), Text(row.action), Text(row.reason), str(row.count))
+    return table
+
+
+def _more(console: Console, hidden: int) -> None:
+    if hidden > 0:
+        console.print(Text(f"    … and {hidden} more (use --verbose)", style="dim"), soft_wrap=True)
+
+
+def _reason(reason: str, redact: bool) -> str:
+    return shorten(mask_text(reason, REASON_WIDTH * 3) if redact else reason, REASON_WIDTH * 2)
+
+
+def change_line(change: Change, redact: bool) -> Text:
+    """`  ~ a***@example.com  main  R6 merge fields differ` (one change, without its details)."""
+    line = Text("  ")
+    line.append(_MARK.get(change.action, "~"), style="bold")
+    line.append(" " + show_email(change.email, redact), style="cyan")
+    line.append("  " + change.target)
+    line.append("  " + _reason(change.reason, redact), style="dim")
+    return line
+
+
+def render_changes(console: Console, changes: Sequence[Change], *, redact: bool, verbose: bool = False,
+                   limit: int = SECTION_LIMIT) -> None:
+    """Changes grouped by action, each with its field-level before → after."""
+    for action, group in by_action(changes).items():
+        console.print()
+        console.print(Text(f"{action} ({len(group)})", style="bold"), soft_wrap=True)
+        shown = group if verbose else group[:limit]
+        for change in shown:
+            console.print(change_line(change, redact), soft_wrap=True)
+            for detail in detail_lines(change, redact):
+                console.print(Text("      " + detail), soft_wrap=True)
+        _more(console, len(group) - len(shown))
+
+
+def render_reports(console: Console, reports: Sequence[Report], *, redact: bool, verbose: bool = False,
+                   limit: int = SECTION_LIMIT) -> None:
+    """Reported items (not changes) grouped by kind."""
+    if not reports:
+        return
+    console.print()
+    console.print(Text(f"Reported items: {len(reports)} (not changes)", style="bold"), soft_wrap=True)
+    for kind, group in by_kind(reports).items():
+        console.print(Text(f"  {kind} ({len(group)})", style="bold"), soft_wrap=True)
+        shown = group if verbose else group[:limit]
+        for report in shown:
+            line = Text("    " + show_email(report.email, redact), style="cyan")
+            line.append("  " + report.target)
+            line.append("  " + _reason(report.reason, redact), style="dim")
+            console.print(line, soft_wrap=True)
+        _more(console, len(group) - len(shown))
+
+
+def render_plan(console: Console, plan: Plan, *, redact: bool, verbose: bool = False,
+                limit: int = SECTION_LIMIT) -> None:
+    """The whole plan: summary first, then the changes, then the reported items."""
+    if plan.empty:
+        console.print(Text(NO_CHANGES, style="bold green"), soft_wrap=True)
+    else:
+        console.print(_summary_table(f"Plan: {len(plan.changes)} changes", summary_rows(plan.changes), "Action"))
+        console.print(Text(f"Checksum: {plan.checksum}"), soft_wrap=True)
+        render_changes(console, plan.changes, redact=redact, verbose=verbose, limit=limit)
+    if plan.reports:
+        console.print()
+        console.print(_summary_table(f"Reported: {len(plan.reports)} items", report_rows(plan.reports), "Kind"))
+        render_reports(console, plan.reports, redact=redact, verbose=verbose, limit=limit)
+
+
+def render_safety_violations(console: Console, violations: Sequence[str]) -> None:
+    """R17: each exceeded limit on its own line (the message says which, by how much, what to do)."""
+    console.print(Text(f"Unsafe plan: {len(violations)} safety limit(s) exceeded", style="bold red"), soft_wrap=True)
+    for violation in violations:
+        console.print(Text("  - " + violation), soft_wrap=True)
+
+
+def render_stale_diff(console: Console, *, added: Sequence[Change], removed: Sequence[Change], redact: bool,
+                      verbose: bool = False, limit: int = SECTION_LIMIT) -> None:
+    """SPEC §5 `--apply FILE`: what the re-plan would do that was not reviewed, and the reverse."""
+    console.print(Text("Stale plan: the live state no longer gives the reviewed plan", style="bold red"), soft_wrap=True)
+    for title, changes in (("Not in the reviewed plan (would now be applied)", added),
+                           ("In the reviewed plan, no longer planned", removed)):
+        if not changes:
+            continue
+        console.print(Text(f"{title}: {len(changes)}", style="bold"), soft_wrap=True)
+        render_changes(console, changes, redact=redact, verbose=verbose, limit=limit)
