@@ -625,3 +625,12 @@ def test_100k_contacts_and_members_load_under_10_seconds(tmp_path: Any) -> None:
                 break
         print(f"scale: read 100,000 memberships in 400 pages of 250 in {time.perf_counter() - started:.2f} s")
         assert count == 100_000
+
+
+def test_search_sorts_by_a_property_with_mixed_values(hub: Hub) -> None:
+    hub.call("PATCH", f"{CONTACTS}/103", {"properties": {"region": "12"}})
+    body = hub.call("POST", f"{CONTACTS}/search", {"sorts": [{"propertyName": "region", "direction": "DESCENDING"}],
+                                                   "properties": ["region"]}).json()
+    assert [r["properties"]["region"] for r in body["results"]] == ["south", "12", None, None, None]
+    ascending = hub.call("POST", f"{CONTACTS}/search", {"sorts": ["region"], "properties": ["region"]}).json()
+    assert [r["id"] for r in ascending["results"]][:2] == ["103", "102"]

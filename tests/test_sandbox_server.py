@@ -311,3 +311,32 @@ def test_both_vendors_with_100k_records_load_under_10_seconds(tmp_path: Path) ->
           f"loaded from JSON in {loaded:.2f} s")
     assert loaded < 10.0
     assert len(box.hubspot.list_members("900")) == 100_000
+
+
+# ----- layering ----------------------------------------------------------------------------------
+
+
+def test_sandbox_imports_nothing_from_the_reconciler() -> None:
+    """The emulator must not share code with the clients it checks (STYLE: dependency direction)."""
+    import ast
+
+    allowed_third_party = {"yaml"}
+    offenders = []
+    for module in sorted((ROOT / "reconciler" / "sandbox").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:  # `from ..model import` leaves the sandbox
+                offenders.append(f"{module.name}: {'.' * node.level}{node.module or ''}")
+                continue
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else []
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                inside = name.startswith("reconciler.sandbox")
+                if top == "reconciler" and not inside or (top not in sys.stdlib_module_names
+                                                           and top not in allowed_third_party and top != "reconciler"):
+                    offenders.append(f"{module.name}: {name}")
+    assert offenders == []

@@ -32,6 +32,12 @@ def _comparable(name: str, value: str | None) -> Any:
         return value.lower()
 
 
+def _sort_key(name: str, value: str | None) -> tuple[int, Any, str]:
+    """Numbers (and dates) before text, so mixed values never compare a float with a str."""
+    comparable = _comparable(name, value)
+    return (0, comparable, "") if isinstance(comparable, (int, float)) else (1, 0, str(comparable))
+
+
 def _matcher(state: HubSpotState, views: ContactViews, spec: Any) -> Callable[[ContactRecord], bool]:
     if not isinstance(spec, dict) or not isinstance(spec.get("propertyName"), str):
         raise ApiError(400, "Invalid input JSON: every filter needs a propertyName and an operator")
@@ -141,14 +147,10 @@ class SearchRoutes:
         matched = [c for c in self.state.contacts.values() if self._matches(c, groups, query)]
         self._sort(matched, body.get("sorts"))
         page = matched[offset:offset + limit]
-        out: dict[str, Any] = {"total": len(matched), "results": [self._view(c, requested) for c in page]}
-        if offset + limit < len(matched):
+        out: dict[str, Any] = {"total": len(matched), "results": [self.views.view(c, requested or SEARCH_DEFAULTS) for c in page]}
+        if limit and offset + limit < len(matched):
             out["paging"] = {"next": {"after": str(offset + limit)}}
         return ok(out)
-
-    def _view(self, contact: ContactRecord, requested: list[str] | None) -> dict[str, Any]:
-        view = self.views.view(contact, requested or SEARCH_DEFAULTS)
-        return view
 
     def _matches(self, contact: ContactRecord, groups: list[list[Callable[[ContactRecord], bool]]], query: str) -> bool:
         if query and not any(query in (self.state.value(contact, p) or "").lower() for p in QUERY_PROPERTIES):
@@ -170,5 +172,5 @@ class SearchRoutes:
         # Only one sort rule applies; records without the property sort last either way.
         present = [c for c in matched if self.state.value(c, name) not in (None, "")]
         absent = [c for c in matched if self.state.value(c, name) in (None, "")]
-        present.sort(key=lambda c: (_comparable(name, self.state.value(c, name)), int(c.id)), reverse=descending)
+        present.sort(key=lambda c: (_sort_key(name, self.state.value(c, name)), int(c.id)), reverse=descending)
         matched[:] = present + absent

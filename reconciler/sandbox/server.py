@@ -47,7 +47,11 @@ def is_write(endpoint: str) -> bool:
 
 
 class Sandbox:
-    """The in-process API: build from a seed (or a state file), `start()`, point clients at the URLs, `stop()`."""
+    """The in-process API: build from a seed (or a state file), `start()`, point clients at the URLs, `stop()`.
+
+    With `state_file`, an existing file wins over the seed (the seed only starts a new state), so an
+    apply followed by a plan sees the converged state; `Sandbox.discard_state(path)` starts over.
+    """
 
     def __init__(self, seed: Mapping[str, Any] | None = None, *, options: SandboxOptions = SandboxOptions(),
                  state_file: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
