@@ -206,8 +206,9 @@ class Sandbox:
     def dispatch(self, request: Request) -> Response | None:
         """The answer to one request, or None when the connection must be dropped without one."""
         vendor = self._vendor_for(request.path)
+        endpoint = self._endpoint(vendor, request)
         with self._counts_lock:
-            self._counts[self._endpoint(vendor, request)] += 1
+            self._counts[endpoint] += 1
         fault = self._faults.draw() if self._faults else None
         if fault == DROP:
             return None
@@ -256,7 +257,11 @@ class Sandbox:
         interval = 1.0
         while not self._stopping.wait(interval):
             started = time.monotonic()
-            self.compact()
+            try:
+                self.compact()
+            except OSError as exc:  # e.g. disk full: keep serving and journaling, try again later
+                print(f"sandbox: compaction of {self._store.path if self._store else '?'} failed: {exc}",
+                      file=sys.stderr, flush=True)
             # At most about once a second, and never more than a quarter of the time on big states.
             interval = max(1.0, 3 * (time.monotonic() - started))
 
