@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, Protocol
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 
 from reconciler.errors import DailyLimitReached, PermanentVendorError, TransientVendorError
@@ -65,17 +66,18 @@ class NoLimit:
 
 
 class RollingWindowLimiter:
-    """At most `capacity` requests in any rolling window of `window` seconds, across all threads.
+    """At most `requests_per_window` requests in any rolling window of `window` seconds, all threads.
 
     A request occupies a slot from the moment it is sent until `window` seconds after its response
-    arrived. The vendor counts it at some instant between those two, so a new request sent when the
-    slot frees can never meet it inside the vendor's window, whatever the latency: a run at the
-    limit gets no 429s. `margin` slots are kept spare for clock granularity on the vendor's side.
+    arrived. The vendor counts it at some instant between those two, so a request sent when the
+    slot frees cannot meet it inside the vendor's window, whatever the latency: a run at the limit
+    gets no 429s without giving up a slot. `pad` (a share of the window) absorbs a vendor clock
+    that runs slightly fast; `margin` slots can be kept spare for other users of the same app.
     """
 
-    def __init__(self, requests_per_window: int, window: float, *, margin: int = 1) -> None:
+    def __init__(self, requests_per_window: int, window: float, *, margin: int = 0, pad: float = 0.01) -> None:
         self.capacity = max(1, int(requests_per_window) - margin)
-        self.window = float(window)
+        self.window = float(window) * (1.0 + pad)
         self._done: deque[float] = deque()
         self._in_flight = 0
         self._paused_until = 0.0
@@ -219,7 +221,7 @@ class VendorSession(requests.Session):
         system: str,
         base_url: str,
         *,
-        headers: Mapping[str, str] | None = None,
+        authorization: str | None = None,
         secrets: Collection[str] = (),
         limiter: Limiter | None = None,
         pool_size: int = 10,
@@ -243,8 +245,11 @@ class VendorSession(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self.headers.update({"Accept": "application/json", "User-Agent": "hubspot-mailchimp-reconciler"})
-        self.headers.update(dict(headers or {}))
-        self.trust_env = False  # no ~/.netrc credentials swapped in behind our headers
+        if authorization:
+            # As session auth, not a default header: requests then never swaps in ~/.netrc
+            # credentials, and the secret is not in `session.headers` for anyone to print.
+            self.auth = _AuthorizationHeader(authorization)
+        self._secrets += tuple(authorization.split(" ", 1)[-1:]) if authorization else ()
 
     def __repr__(self) -> str:
         return f"VendorSession({self.system!r}, {self.base_url!r})"
@@ -262,9 +267,8 @@ class VendorSession(requests.Session):
         params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
         json: Any = None,
         ok: Collection[int] = (200, 201, 204, 207),
-        passthrough: Collection[int] = (),
     ) -> VendorResponse:
-        """Send with retries. Statuses in `ok` or `passthrough` are returned, not raised."""
+        """Send with retries. Statuses in `ok` are returned (with the parsed body), others raised."""
         url = self.base_url + path
         where = f"{self.system}: {method} {path}"
         error: TransientVendorError | None = None
@@ -284,7 +288,7 @@ class VendorSession(requests.Session):
                 self.limiter.release()
             if response is not None:
                 status = response.status_code
-                if status in ok or status in passthrough:
+                if status in ok:
                     return VendorResponse(status, body, response.headers)
                 message = self.scrub(vendor_message(self.system, response, body))
                 text = f"{where} answered {status}: {message}"
@@ -345,6 +349,18 @@ class VendorSession(requests.Session):
         if status == 423:
             return 2.0  # HubSpot: "Locks will last for 2 seconds"
         return self.retry.backoff(attempt)
+
+
+class _AuthorizationHeader(requests.auth.AuthBase):
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._value
+        return request
+
+    def __repr__(self) -> str:
+        return "<Authorization header>"
 
 
 def basic_auth_header(username: str, password: str) -> str:

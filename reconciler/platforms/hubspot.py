@@ -71,7 +71,7 @@ def hubspot_session(settings: HubSpotSettings, *, concurrency: int = 8, retry: R
     return VendorSession(
         "hubspot",
         settings.base_url,
-        headers={"Authorization": f"Bearer {settings.token}"},
+        authorization=f"Bearer {settings.token}",
         secrets=(settings.token,),
         limiter=RollingWindowLimiter(limit.requests, limit.per_seconds),
         pool_size=concurrency,

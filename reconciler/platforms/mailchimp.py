@@ -62,8 +62,8 @@ def mailchimp_session(settings: MailchimpSettings, *, retry: RetryPolicy = Retry
     return VendorSession(
         "mailchimp",
         base_url,
-        headers={"Authorization": header},
-        secrets=(settings.api_key, header.split(" ", 1)[1]),
+        authorization=header,
+        secrets=(settings.api_key,),
         limiter=ConcurrencyLimiter(connections),
         pool_size=connections,
         timeout=timeout,
@@ -320,7 +320,7 @@ class MailchimpClient:
     def archive_member(self, list_id: str, email: str) -> WriteResult:
         """DELETE (archive). Idempotent: 404 (already archived, or gone) is `already`; 405 (a member
         Mailchimp will not remove, e.g. in a compliance state) is `refused` with its text."""
-        answer = self.session.call("DELETE", self._member_path(list_id, email), passthrough=(404, 405))
+        answer = self.session.call("DELETE", self._member_path(list_id, email), ok=(200, 204, 404, 405))
         if answer.status == 404:
             return WriteResult(email, ALREADY, "not on the audience (already archived)")
         if answer.status == 405:
