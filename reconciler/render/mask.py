@@ -13,12 +13,15 @@ MISSING_EMAIL = "(no email)"
 _STARS = "***"
 
 # Anything shaped like `local@domain` inside free text (reasons, merge field values). Broad on
-# purpose: masking a harmless `x@y` costs nothing, letting a real address through does.
-_NOT_EMAIL = r"\s@<>()\[\]{},;:\"'`|"
+# purpose: masking a harmless `x@y` costs nothing, letting a real address through does. Words
+# end only at characters an unquoted address cannot hold (RFC 5322 specials, whitespace), so
+# `o'brien@example.com` is masked whole.
+_BREAK = r"\s<>()\[\]\\,;:\""
+_NOT_EMAIL = _BREAK + "@"
 # The look-behind starts a match only where a word starts, which keeps long reasons linear-time.
 EMAIL_PATTERN = re.compile(rf"(?<![^{_NOT_EMAIL}])[^{_NOT_EMAIL}]*@[^{_NOT_EMAIL}]*")
-_SEPARATOR = re.compile(rf"[{_NOT_EMAIL}]")
-_LAST_WORD = re.compile(rf"(?<![^{_NOT_EMAIL}])[^{_NOT_EMAIL}]+$")
+_SEPARATOR = re.compile(rf"[{_BREAK}]")
+_LAST_WORD = re.compile(rf"(?<![^{_BREAK}])[^{_BREAK}]+$")  # `@` included: a cut email goes whole
 
 
 def mask_email(email: str | None) -> str:
