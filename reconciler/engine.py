@@ -281,21 +281,38 @@ class ApplyResult:
     failures: list[str] = field(default_factory=list)
     message: str = ""
     plan_checksum: str | None = None
+    run_id: str = "not started"
 
 
 def run_apply(args: Any, config: Config, cli_io: Any) -> int:
-    """`reconcile --apply`: lock, observe, check, apply in R18 order, observe again, notify."""
+    """`reconcile --apply`: lock, observe, check, apply in R18 order, observe again, notify.
+
+    Exactly one notification per apply whose config loaded, whatever stopped it (a held lock and
+    a missing approval are `failed` too); the run id is `not started` when no audit run began."""
     io = engine_io(cli_io)
+    result = ApplyResult()
+    try:
+        return _run_apply(args, config, io, result)
+    except BaseException as error:
+        result.exit_code = error.exit_code if isinstance(error, ReconcilerError) else errors.EXIT_ERROR
+        result.message = (str(error).splitlines() or [""])[0] if isinstance(error, ReconcilerError) \
+            else type(error).__name__
+        raise
+    finally:
+        _notify(config, result.run_id, result, io)
+
+
+def _run_apply(args: Any, config: Config, io: IO, result: "ApplyResult") -> int:
     approval = _approval_source(args)
     if approval is None and not io.stdin_isatty:
         raise ReconcilerError("--apply needs approval and there is no terminal to ask on: re-run with --yes, "
                               "or pass the reviewed plan file (--apply plan.json) or --checksum SHA")
     operator = operator_name(io.env)
-    result = ApplyResult()
     with open_session(args, config, io) as session, apply_lock(session.config.audit.path, operator=operator):
         audit = open_audit(session.config)
         run_id = audit.start_run(command="apply", operator=operator, config_checksum=session.config.checksum,
                                  plan_checksum=getattr(args, "checksum", None))
+        result.run_id = run_id
         try:
             _apply_flow(args, session, audit, run_id, operator, approval, io, result)
         except ReconcilerError as error:
@@ -310,7 +327,6 @@ def run_apply(args: Any, config: Config, cli_io: Any) -> int:
             audit.end_run(run_id, command="apply", operator=operator, config_checksum=session.config.checksum,
                           plan_checksum=result.plan_checksum, counts=result.counts, exit_code=result.exit_code)
             audit.close()
-            _notify(session.config, run_id, result, io)
     return result.exit_code
 
 
@@ -376,45 +392,7 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
 
 
 def run_audit(args: Any, config: Config, cli_io: Any) -> int:
-    """`reconcile --audit`: query the append-only log as a table, CSV or JSON."""
-    import csv
-    import json
+    """`reconcile --audit`: query the append-only log as a table, CSV or JSON (reconciler.audit_query)."""
+    from reconciler.audit_query import run_audit as query
 
-    from reconciler.render.mask import mask_text, show_email
-
-    io = engine_io(cli_io)
-    path = config.audit.path
-    if not os.path.exists(path):
-        raise ReconcilerError(f"audit: no audit database at {path} yet; it is written by --apply")
-    log = AuditLog.open(path)
-    try:
-        rows = log.query(since=getattr(args, "since", None), email=getattr(args, "email", None),
-                         action=getattr(args, "action", None), outcome=getattr(args, "outcome", None))
-    finally:
-        log.close()
-    redact = _redact(args, io)
-    for row in rows:
-        row["email"] = show_email(row["email"], redact)
-        if redact:
-            row["error"] = mask_text(row["error"]) if row["error"] else row["error"]
-            row["reason"] = mask_text(row["reason"])
-    fmt = getattr(args, "format", None) or "table"
-    if fmt == "json":
-        for row in rows:  # before/after are stored as canonical JSON text; show them as objects
-            row["before"], row["after"] = json.loads(row["before"]), json.loads(row["after"])
-        io.stdout.write(json.dumps(rows, indent=2) + "\n")
-    elif fmt == "csv":
-        writer = csv.DictWriter(io.stdout, fieldnames=list(rows[0]) if rows else ["seq"])
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        from rich.table import Table
-
-        table = Table(title=f"Audit: {len(rows)} row(s) from {path}")
-        for column in ("at", "run_id", "phase", "outcome", "action", "target", "email", "reason", "legal_basis", "error"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*(str(row.get(c) or "") for c in ("at", "run_id", "phase", "outcome", "action", "target",
-                                                             "email", "reason", "legal_basis", "error")))
-        io.console.print(table)
-    return errors.EXIT_OK
+    return query(args, config, cli_io)

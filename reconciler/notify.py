@@ -6,11 +6,12 @@ error here is caught and returned as a line to report; the exit code never chang
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import requests
 
+from reconciler.render.mask import mask_text
 from reconciler.settings import Notifications, Notifier
 
 EVENT_BY_EXIT = {1: "failed", 5: "failed", 3: "unsafe", 4: "stale", 0: "applied"}
@@ -72,7 +73,7 @@ def slack_payload(report: ApplyReport, top: int = 5) -> dict[str, Any]:
 def _deliver(name: str, notifier: Notifier, payload: dict[str, Any], timeout: float) -> str | None:
     try:
         response = requests.post(notifier.webhook_url or "", json=payload, timeout=timeout)
-    except requests.RequestException as exc:
+    except Exception as exc:  # noqa: BLE001 - a bad URL raises more than RequestException; none may escape
         # The webhook URL is a secret: name the channel and the error class, never the URL.
         return f"notify: {name} webhook not reached ({type(exc).__name__}); the apply result is unchanged"
     if response.status_code >= 300:
@@ -85,6 +86,8 @@ def notify(notifications: Notifications, report: ApplyReport, *, timeout: float 
 
     Returns problem lines to report; never raises for a delivery failure."""
     problems: list[str] = []
+    # A channel is a shared room: emails are masked there whatever the terminal showed.
+    report = replace(report, message=mask_text(report.message), failures=[mask_text(f) for f in report.failures])
     channels = (("teams", notifications.teams, teams_payload), ("slack", notifications.slack, slack_payload))
     for name, notifier, build in channels:
         if notifier is None or not notifier.webhook_url or report.event not in notifier.on:
