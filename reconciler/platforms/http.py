@@ -88,7 +88,7 @@ class RollingWindowLimiter:
             while True:
                 now = time.monotonic()
                 wait: float | None = self._paused_until - now
-                if wait is not None and wait <= 0:
+                if now >= self._paused_until:
                     while self._done and self._done[0] <= now - self.window:
                         self._done.popleft()
                     if self._in_flight + len(self._done) < self.capacity:
