@@ -50,14 +50,14 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class HubSpotSettings:
-    token: str | None
+    token: str | None = field(repr=False)  # a secret: never in a repr, log or error
     base_url: str = "https://api.hubapi.com"
     rate_limit: RateLimit = RateLimit()
 
 
 @dataclass(frozen=True)
 class MailchimpSettings:
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # a secret: never in a repr, log or error
     base_url: str | None = None
     max_connections: int = 8
 
@@ -216,7 +216,7 @@ class Safety:
 
 @dataclass(frozen=True)
 class Notifier:
-    webhook_url: str | None  # None when the variable is unset under --sandbox (disabled)
+    webhook_url: str | None = field(repr=False)  # None when the variable is unset under --sandbox (disabled)
     on: tuple[str, ...] = ()
 
 
