@@ -6,6 +6,7 @@ characters, so every section has a character budget and the whole is cut to `max
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 from reconciler.plan import Plan
@@ -67,6 +68,11 @@ def _table(rows: Sequence[SummaryRow], second: str, budget: int) -> tuple[list[s
     return section.lines, section.omitted
 
 
+def _biggest_first(rows: list[SummaryRow]) -> list[SummaryRow]:
+    """When the table is cut, the rows that are cut are the smallest (ties keep plan order)."""
+    return sorted(rows, key=lambda row: -row.count)
+
+
 def _samples(plan: Plan, redact: bool, sample: int, budget: int) -> tuple[list[str], int]:
     groups = by_action(plan.changes)
     share = budget // max(len(groups), 1)  # every action gets its turn
@@ -98,6 +104,9 @@ def render_markdown(plan: Plan, *, redact: bool, sample: int = SAMPLE_PER_ACTION
     audiences = ", ".join(code(name) for name in plan.audiences)
     head.add(f"**{len(plan.changes):,} changes**, {len(plan.reports):,} reported items"
              + (f" · audiences {audiences}" if audiences else ""))
+    if plan.changes:
+        totals = Counter(change.action for change in plan.changes)
+        head.add("\nBy action: " + " · ".join(f"{action} {count:,}" for action, count in totals.items()))
     head.add(f"\nChecksum: `{plan.checksum}`")
     if redact:
         head.add("\nEmails are masked (`a***@example.com`).")
@@ -106,7 +115,8 @@ def render_markdown(plan: Plan, *, redact: bool, sample: int = SAMPLE_PER_ACTION
     if plan.empty:
         lines.append("\n**No changes.**")
     else:
-        table, rows_hidden = _table(summary_rows(plan.changes), "Action", int(body_budget * _SUMMARY_SHARE))
+        table, rows_hidden = _table(_biggest_first(summary_rows(plan.changes)), "Action",
+                                    int(body_budget * _SUMMARY_SHARE))
         lines += ["\n### Summary\n", *table, f"\n### Sample of changes (at most {sample} per action)"]
         samples, changes_hidden = _samples(plan, redact, sample, int(body_budget * _SAMPLES_SHARE))
         lines += samples
@@ -115,7 +125,8 @@ def render_markdown(plan: Plan, *, redact: bool, sample: int = SAMPLE_PER_ACTION
         if changes_hidden:
             omitted.append(f"{changes_hidden:,} changes beyond the sample")
     if plan.reports:
-        table, rows_hidden = _table(report_rows(plan.reports), "Kind", int(body_budget * _REPORTS_SHARE))
+        table, rows_hidden = _table(_biggest_first(report_rows(plan.reports)), "Kind",
+                                    int(body_budget * _REPORTS_SHARE))
         lines += [f"\n### Reported items ({len(plan.reports):,}, not changes)\n", *table]
         if rows_hidden:
             omitted.append(f"{rows_hidden:,} reported-item rows")

@@ -18,7 +18,7 @@ from reconciler.render.mask import EMAIL_PATTERN, clip
 DETAIL_LIMIT = 6
 REASON_WIDTH = 120
 
-_QUOTES = "'\"`‘“«"
+_QUOTES = "'\"`‘“«<"  # opening a data value (a quote, or the `<email>` placeholder)
 
 
 def shorten(text: str, width: int) -> str:
@@ -68,13 +68,19 @@ class SummaryRow:
 
 def _summarise(items: Sequence[tuple[str, str, str]]) -> list[SummaryRow]:
     """Rows of (target, action-or-kind, reason) counts, collapsing busy rules to reason groups."""
-    distinct: dict[tuple[str, str, str], set[str]] = {}
+    detailed: Counter[tuple[str, str, str, str]] = Counter()  # (target, action, rule, detail)
     for target, action, reason in items:
-        distinct.setdefault((target, action, _rule(reason)), set()).add(reason_detail(reason))
+        detailed[(target, action, _rule(reason), reason_detail(reason))] += 1
+    per_rule = Counter((target, action, rule) for target, action, rule, _ in detailed)
     counts: Counter[tuple[str, str, str]] = Counter()
-    for target, action, reason in items:
-        detailed = len(distinct[(target, action, _rule(reason))]) <= DETAIL_LIMIT
-        counts[(target, action, reason_detail(reason) if detailed else reason_group(reason))] += 1
+    groups: dict[str, str] = {}
+    for (target, action, rule, detail), count in detailed.items():
+        if per_rule[(target, action, rule)] <= DETAIL_LIMIT:
+            counts[(target, action, detail)] += count
+        else:
+            # Grouping the shown detail (emails already cut out) gives the same group as the reason.
+            group = groups.setdefault(detail, reason_group(detail))
+            counts[(target, action, group)] += count
     return [SummaryRow(t, a, r, n) for (t, a, r), n in counts.items()]
 
 
