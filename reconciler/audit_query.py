@@ -23,8 +23,9 @@ from reconciler.settings import Config
 # and JSON forms carry every column of the database.
 TABLE_COLUMNS = ("at", "run_id", "phase", "outcome", "action", "target", "email", "reason", "legal_basis",
                  "explanation", "error")
-_WRAPPED = ("reason", "explanation", "error", "legal_basis")  # the rest are short and read best whole
-_TABLE_WIDTH = 200  # off a terminal the engine's console is 120 wide, too narrow for eleven columns
+_WRAPPED = ("reason", "explanation", "error")  # the rest are short and read best whole
+# Off a terminal (a file, a CI log, grep) cells are never wrapped: one row is one line, as wide as it needs.
+_UNWRAPPED_WIDTH = 10_000
 
 
 def parse_since(text: str) -> str:
@@ -55,7 +56,7 @@ def _choice(flag: str, value: str | None, allowed: Sequence[str]) -> str | None:
 def query_rows(config: Config, *, since: str | None = None, email: str | None = None, action: str | None = None,
                outcome: str | None = None) -> list[dict[str, Any]]:
     """The change rows matching every filter given, oldest first, unmasked."""
-    since_at = parse_since(since) if since else None
+    since_at = parse_since(since) if since is not None else None
     action = _choice("action", action, ACTIONS)
     outcome = _choice("outcome", outcome, OUTCOMES)
     path = config.audit.path
@@ -115,7 +116,7 @@ def run_audit(args: Any, config: Config, cli_io: Any) -> int:
             table.add_column(column, no_wrap=column not in _WRAPPED, overflow="fold")
         for row in shown:
             table.add_row(*(_text(row.get(column)) for column in TABLE_COLUMNS))
-        console = io.console if io.stdout_isatty else Console(file=io.stdout, width=_TABLE_WIDTH, highlight=False)
+        console = io.console if io.stdout_isatty else Console(file=io.stdout, width=_UNWRAPPED_WIDTH, highlight=False)
         console.print(table)
     return errors.EXIT_OK
 
