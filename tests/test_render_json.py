@@ -130,6 +130,7 @@ def edited(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
         (lambda p: edited(p, lambda d: d["changes"][0].update(action="delete_everything")), "unknown system/action"),
         (lambda p: edited(p, lambda d: d["changes"][0].pop("before")), "change #1 is not a plan change"),
         (lambda p: edited(p, lambda d: d.pop("checksum")), "`changes` or `checksum` is missing"),
+        (lambda p: edited(p, lambda d: d["changes"][2].update(email=None)), "must be strings"),
     ],
 )
 def test_bad_plan_file_is_one_clear_error(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from reconciler.render.summary import reason_group, summary_rows
 from reconciler.render.text import (
     NO_CHANGES,
     SECTION_LIMIT,
+    SUMMARY_LIMIT,
     render_plan,
     render_safety_violations,
     render_stale_diff,
@@ -81,6 +82,21 @@ def test_many_distinct_reasons_collapse_into_reason_groups() -> None:
     assert len(summary.splitlines()) < 15
 
 
+def test_a_long_summary_keeps_its_biggest_rows_unless_verbose() -> None:
+    changes = tuple(
+        Change.make(HUBSPOT, "remove_from_list", f"{900 + i}", f"user{i}@example.com", {"member": True},
+                    {"member": False}, "R3 clean-up", STEP_CLEANUP)
+        for i in range(SUMMARY_LIMIT + 3)
+    ) + tuple(archive(f"crit{i}@example.com", "762") for i in range(4))
+    out = render(Plan(changes))
+    summary = out[:out.index("Checksum:")]
+    assert "R2 critical list 762" in summary  # the biggest row survives the cut
+    assert "… and 4 more rows (use --verbose)" in summary
+    assert sum(f" {900 + i} " in summary for i in range(SUMMARY_LIMIT + 3)) == SUMMARY_LIMIT - 1
+    verbose = render(Plan(changes), verbose=True)
+    assert "more rows" not in verbose[:verbose.index("Checksum:")]
+
+
 def test_reason_group_cuts_at_the_first_data_value() -> None:
     assert reason_group("R2 critical list 762") == "R2 critical list"
     assert reason_group("R1 duplicate of ann@example.com (contact 12)") == "R1 duplicate of"
@@ -135,6 +151,18 @@ def test_field_diffs_mark_added_and_removed_fields() -> None:
 def test_tag_changes_read_as_plus_and_minus() -> None:
     out = render(Plan((add_tags("ann@example.com", "Manual Inclusion", "R3 extra tag"),)))
     assert "+Manual Inclusion" in out
+
+
+def test_only_tag_changes_read_as_plus_and_minus() -> None:
+    change = Change.make(HUBSPOT, "set_contact_properties", "contacts", "ann@example.com",
+                         {"hs_lead": False}, {"hs_lead": True}, "R12 handover tag Done", 40)
+    out = render(Plan((change,)))
+    assert "hs_lead: false → true" in out and "+hs_lead" not in out
+
+
+def test_title_names_the_audiences() -> None:
+    out = render(Plan((archive("ann@example.com", "762"),), audiences=("main", "second")))
+    assert "Plan for main, second: 1 change" in out
 
 
 def test_masked_output_has_no_raw_email() -> None:

@@ -92,9 +92,12 @@ def show_value(value: Any, redact: bool) -> str:
     return shorten(json.dumps(shown, ensure_ascii=False, default=str), VALUE_WIDTH)
 
 
-def _is_flag_map(diffs: list[FieldDiff]) -> bool:
+_TAG_ACTIONS = frozenset({"add_tags", "remove_tags"})
+
+
+def _is_tag_map(change: Change, diffs: list[FieldDiff]) -> bool:
     """Tag maps (`{"VIP": true}`) read better as `+VIP` / `-VIP`."""
-    return all(d.after is True or d.after is False for d in diffs) and all("." not in d.path for d in diffs)
+    return change.action in _TAG_ACTIONS and all(d.after is True or d.after is False for d in diffs)
 
 
 def detail_lines(change: Change, redact: bool) -> list[str]:
@@ -102,7 +105,7 @@ def detail_lines(change: Change, redact: bool) -> list[str]:
     if change.action in _NO_DETAIL:
         return []
     diffs = field_diffs(change.before, change.after)
-    if diffs and _is_flag_map(diffs):
+    if diffs and _is_tag_map(change, diffs):
         return [("+" if d.after else "-") + (mask_value(d.path) if redact else d.path) for d in diffs]
     return [
         f"{mask_value(d.path) if redact else d.path}: {show_value(d.before, redact)} → {show_value(d.after, redact)}"

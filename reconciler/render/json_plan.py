@@ -83,7 +83,7 @@ def write_plan_json(path: str | os.PathLike[str], document: Mapping[str, Any]) -
     target = Path(path)
     text = dumps_document(document)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or Path("."))
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as error:
         raise ReconcilerError(f"cannot write plan file {target}: {error.strerror}; check that the directory "
                               f"exists and is writable") from None
@@ -112,6 +112,9 @@ def _change(path: Path, index: int, item: Any) -> Change:
         raise _bad(path, f"change #{index + 1}: `before` and `after` must be objects")
     if not isinstance(item["step"], int) or isinstance(item["step"], bool):
         raise _bad(path, f"change #{index + 1}: `step` must be an integer")
+    if not all(isinstance(item[key], str) for key in ("target", "email", "reason")) or not isinstance(
+            item["contact_id"], (str, type(None))):
+        raise _bad(path, f"change #{index + 1}: `target`, `email`, `reason` and `contact_id` must be strings")
     return Change.make(item["system"], item["action"], item["target"], item["email"], item["before"],
                        item["after"], item["reason"], item["step"], item["contact_id"])
 

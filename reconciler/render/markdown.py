@@ -12,7 +12,7 @@ from typing import Sequence
 from reconciler.plan import Plan
 from reconciler.render.diff import detail_lines
 from reconciler.render.mask import mask_text, show_email
-from reconciler.render.summary import SummaryRow, by_action, report_rows, shorten, summary_rows
+from reconciler.render.summary import SummaryRow, biggest_first, by_action, report_rows, shorten, summary_rows
 
 MAX_CHARS = 60_000  # SPEC §5; GitHub's own limit is 65,535
 SAMPLE_PER_ACTION = 10
@@ -68,11 +68,6 @@ def _table(rows: Sequence[SummaryRow], second: str, budget: int) -> tuple[list[s
     return section.lines, section.omitted
 
 
-def _biggest_first(rows: list[SummaryRow]) -> list[SummaryRow]:
-    """When the table is cut, the rows that are cut are the smallest (ties keep plan order)."""
-    return sorted(rows, key=lambda row: -row.count)
-
-
 def _samples(plan: Plan, redact: bool, sample: int, budget: int) -> tuple[list[str], int]:
     groups = by_action(plan.changes)
     share = budget // max(len(groups), 1)  # every action gets its turn
@@ -115,7 +110,7 @@ def render_markdown(plan: Plan, *, redact: bool, sample: int = SAMPLE_PER_ACTION
     if plan.empty:
         lines.append("\n**No changes.**")
     else:
-        table, rows_hidden = _table(_biggest_first(summary_rows(plan.changes)), "Action",
+        table, rows_hidden = _table(biggest_first(summary_rows(plan.changes)), "Action",
                                     int(body_budget * _SUMMARY_SHARE))
         lines += ["\n### Summary\n", *table, f"\n### Sample of changes (at most {sample} per action)"]
         samples, changes_hidden = _samples(plan, redact, sample, int(body_budget * _SAMPLES_SHARE))
@@ -125,7 +120,7 @@ def render_markdown(plan: Plan, *, redact: bool, sample: int = SAMPLE_PER_ACTION
         if changes_hidden:
             omitted.append(f"{changes_hidden:,} changes beyond the sample")
     if plan.reports:
-        table, rows_hidden = _table(_biggest_first(report_rows(plan.reports)), "Kind",
+        table, rows_hidden = _table(biggest_first(report_rows(plan.reports)), "Kind",
                                     int(body_budget * _REPORTS_SHARE))
         lines += [f"\n### Reported items ({len(plan.reports):,}, not changes)\n", *table]
         if rows_hidden:

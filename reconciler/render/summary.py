@@ -72,16 +72,16 @@ def _summarise(items: Sequence[tuple[str, str, str]]) -> list[SummaryRow]:
     for target, action, reason in items:
         detailed[(target, action, _rule(reason), reason_detail(reason))] += 1
     per_rule = Counter((target, action, rule) for target, action, rule, _ in detailed)
-    counts: Counter[tuple[str, str, str]] = Counter()
+    rows: Counter[tuple[str, str, str]] = Counter()
     groups: dict[str, str] = {}
     for (target, action, rule, detail), count in detailed.items():
         if per_rule[(target, action, rule)] <= DETAIL_LIMIT:
-            counts[(target, action, detail)] += count
+            rows[(target, action, detail)] += count
         else:
             # Grouping the shown detail (emails already cut out) gives the same group as the reason.
             group = groups.setdefault(detail, reason_group(detail))
-            counts[(target, action, group)] += count
-    return [SummaryRow(t, a, r, n) for (t, a, r), n in counts.items()]
+            rows[(target, action, group)] += count
+    return [SummaryRow(t, a, r, n) for (t, a, r), n in rows.items()]
 
 
 def summary_rows(changes: Sequence[Change]) -> list[SummaryRow]:
@@ -92,6 +92,11 @@ def summary_rows(changes: Sequence[Change]) -> list[SummaryRow]:
 def report_rows(reports: Sequence[Report]) -> list[SummaryRow]:
     """Counts per target, kind and reason of the reported items."""
     return _summarise([(r.target, r.kind, r.reason) for r in reports])
+
+
+def biggest_first(rows: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """For a table that will be cut: the rows cut are then the smallest (ties keep plan order)."""
+    return sorted(rows, key=lambda row: -row.count)
 
 
 def by_action(changes: Iterable[Change]) -> dict[str, list[Change]]:

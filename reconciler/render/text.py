@@ -15,10 +15,20 @@ from rich.text import Text
 from reconciler.plan import Change, Plan, Report
 from reconciler.render.diff import detail_lines
 from reconciler.render.mask import mask_text, show_email
-from reconciler.render.summary import REASON_WIDTH, SummaryRow, by_action, by_kind, report_rows, shorten, summary_rows
+from reconciler.render.summary import (
+    REASON_WIDTH,
+    SummaryRow,
+    biggest_first,
+    by_action,
+    by_kind,
+    report_rows,
+    shorten,
+    summary_rows,
+)
 
 NO_CHANGES = "No changes."
 SECTION_LIMIT = 20  # lines per action or report kind unless --verbose
+SUMMARY_LIMIT = 40  # summary rows unless --verbose (the biggest are kept)
 _MARK = {
     "create_member": "+",
     "restore_member": "+",
@@ -31,15 +41,26 @@ _MARK = {
 }
 
 
-def _summary_table(title: str, rows: Sequence[SummaryRow], second: str) -> Table:
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _summary_table(title: str, rows: Sequence[SummaryRow], second: str, verbose: bool) -> Table:
     table = Table(title=title, title_justify="left", show_footer=len(rows) > 1)
     total = sum(row.count for row in rows)
     table.add_column("Target", footer="Total")
     table.add_column(second)
     table.add_column("Reason", overflow="fold")
     table.add_column("Count", justify="right", footer=str(total))
-    for row in rows:
+    shown, hidden = list(rows), []
+    if not verbose and len(rows) > SUMMARY_LIMIT:
+        ordered = biggest_first(rows)
+        shown, hidden = ordered[:SUMMARY_LIMIT], ordered[SUMMARY_LIMIT:]
+    for row in shown:
         table.add_row(Text(row.target), Text(row.action), Text(row.reason), str(row.count))
+    if hidden:
+        table.add_row("", "", Text(f"… and {len(hidden)} more rows (use --verbose)", style="dim"),
+                      str(sum(row.count for row in hidden)))
     return table
 
 
@@ -100,12 +121,15 @@ def render_plan(console: Console, plan: Plan, *, redact: bool, verbose: bool = F
     if plan.empty:
         console.print(Text(NO_CHANGES, style="bold green"), soft_wrap=True)
     else:
-        console.print(_summary_table(f"Plan: {len(plan.changes)} changes", summary_rows(plan.changes), "Action"))
+        covers = f" for {', '.join(plan.audiences)}" if plan.audiences else ""
+        title = f"Plan{covers}: {_count(len(plan.changes), 'change')}"
+        console.print(_summary_table(title, summary_rows(plan.changes), "Action", verbose))
         console.print(Text(f"Checksum: {plan.checksum}"), soft_wrap=True)
         render_changes(console, plan.changes, redact=redact, verbose=verbose, limit=limit)
     if plan.reports:
         console.print()
-        console.print(_summary_table(f"Reported: {len(plan.reports)} items", report_rows(plan.reports), "Kind"))
+        console.print(_summary_table(f"Reported: {_count(len(plan.reports), 'item')}", report_rows(plan.reports),
+                                     "Kind", verbose))
         render_reports(console, plan.reports, redact=redact, verbose=verbose, limit=limit)
 
 
