@@ -32,20 +32,23 @@ def _is_data(token: str) -> bool:
 
 
 def reason_group(reason: str) -> str:
-    """The rule plus the reason's words up to its first data value.
+    """The reason's words with each data value replaced by `…`, up to any parenthesised detail.
 
-    `R2 critical list 762` -> `R2 critical list`; `R1 duplicate of ann@example.com` ->
-    `R1 duplicate of`. Data values are words holding a digit, an `@`, or opening with a quote.
+    `R2 critical list 762` -> `R2 critical list …`; `R1 contact 12 has no valid email` ->
+    `R1 contact … has no valid email`; `R6 merge fields differ (stream general)` -> `R6 merge
+    fields differ`. Data values are words holding a digit or an `@`, or opening with a quote.
     """
     tokens = clip(reason, REASON_WIDTH * 2).split()
     if not tokens:
         return ""
-    kept = [tokens[0]]
+    kept = [tokens[0]]  # the rule (`R2`) is never data
     for token in tokens[1:]:
-        if _is_data(token):
+        if token.startswith("("):
             break
-        kept.append(token)
-    return shorten(" ".join(kept).rstrip(":,;=-–—→("), REASON_WIDTH)
+        word = "…" if _is_data(token) else token
+        if word != "…" or kept[-1] != "…":
+            kept.append(word)
+    return shorten(" ".join(kept).rstrip(" :,;=-–—→"), REASON_WIDTH)
 
 
 def reason_detail(reason: str) -> str:
