@@ -154,7 +154,7 @@ json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
 field_maps = st.dictionaries(st.text(min_size=1, max_size=8), json_scalars, max_size=4)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.emails(), field_maps, field_maps), max_size=5))
 def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, rows: list) -> None:  # type: ignore[type-arg]
     changes = tuple(Change.make(MAILCHIMP, "update_member", "main", email, before, after, "R6 merge fields differ", 60)

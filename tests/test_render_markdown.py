@@ -69,6 +69,18 @@ def test_summary_counts_and_a_capped_sample_per_action() -> None:
     assert '`FNAME: "Old 0" → "New 0"`' in update_section
 
 
+def test_a_big_action_uses_the_room_small_ones_leave() -> None:
+    long_reason = "R11 unsubscribed in Mailchimp audience main: unsubscribe from marketing " + "x" * 150
+    changes = tuple(change(i, "unsubscribe_contact", long_reason, "289137112") for i in range(40))
+    changes += tuple(change(100 + i, action) for i, action in enumerate(ACTIONS) if action != "unsubscribe_contact")
+    comment = render_markdown(Plan(changes), redact=True)
+    section = comment[comment.index("#### unsubscribe_contact"):]
+    section = section[:section.index("####", 5)]
+    assert section.count("\n- `") == SAMPLE_PER_ACTION
+    for action in ACTIONS:
+        assert f"#### {action} (" in comment
+
+
 def test_emails_masked_unless_no_redact() -> None:
     reports = (Report("warning", "main", "dup@example.org", "R1 duplicate of user1@example.com"),)
     plan = Plan((change(1), change(2)), reports)

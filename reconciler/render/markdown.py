@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from reconciler.plan import Plan
+from reconciler.plan import Change, Plan
 from reconciler.render.diff import detail_lines
 from reconciler.render.mask import mask_text, show_email
 from reconciler.render.summary import SummaryRow, biggest_first, by_action, report_rows, shorten, summary_rows
@@ -68,21 +68,38 @@ def _table(rows: Sequence[SummaryRow], second: str, budget: int) -> tuple[list[s
     return section.lines, section.omitted
 
 
+def _sample_line(change: Change, redact: bool) -> str:
+    parts = [code(show_email(change.email, redact)), code(change.target),
+             code(mask_text(change.reason, LINE_WIDTH) if redact else change.reason)]
+    details = "; ".join(detail_lines(change, redact))
+    if details:
+        parts.append(code(details))
+    line = "- " + " · ".join(parts)
+    return shorten(line, LINE_WIDTH) if len(line) > LINE_WIDTH else line
+
+
+def _shares(needs: list[int], budget: int) -> list[int]:
+    """Split `budget` so small needs are met in full and big ones share what is left equally."""
+    shares = [0] * len(needs)
+    left, waiting = budget, len(needs)
+    for index in sorted(range(len(needs)), key=lambda i: needs[i]):
+        shares[index] = min(needs[index], left // waiting)
+        left -= shares[index]
+        waiting -= 1
+    return shares
+
+
 def _samples(plan: Plan, redact: bool, sample: int, budget: int) -> tuple[list[str], int]:
-    groups = by_action(plan.changes)
-    share = budget // max(len(groups), 1)  # every action gets its turn
+    groups = list(by_action(plan.changes).items())
+    candidates = [[f"\n#### {action} ({len(group):,})\n", *(_sample_line(c, redact) for c in group[:sample])]
+                  for action, group in groups]
+    needs = [sum(len(line) + 1 for line in lines) + _NOTE_ROOM for lines in candidates]
     lines: list[str] = []
     hidden = 0
-    for action, group in groups.items():
+    for (_, group), wanted, share in zip(groups, candidates, _shares(needs, budget)):
         section = _Section(share)
-        section.add(f"\n#### {action} ({len(group):,})\n")
-        for change in group[:sample]:
-            parts = [code(show_email(change.email, redact)), code(change.target),
-                     code(mask_text(change.reason, LINE_WIDTH) if redact else change.reason)]
-            details = "; ".join(detail_lines(change, redact))
-            if details:
-                parts.append(code(details))
-            section.add("- " + " · ".join(parts))
+        for line in wanted:
+            section.add(line)
         shown = max(len(section.lines) - 1, 0)
         if len(group) > shown:
             section.note(f"- *… and {len(group) - shown:,} more*")
