@@ -261,7 +261,7 @@ def check_reviewed(args: Any, plan: Plan, io: IO) -> None:
                 f"stale plan: {len(added)} change(s) not in {args.plan_file} and {len(removed)} reviewed change(s) "
                 f"no longer planned (e.g. {(added or removed)[0].action} {(added or removed)[0].target}); "
                 "re-run --plan, review it and apply the new plan")
-    elif getattr(args, "checksum", None) and args.checksum != plan.checksum:
+    if getattr(args, "checksum", None) and args.checksum != plan.checksum:  # both given: both must match
         render_plan(io.console, plan, redact=_redact(args, io))
         raise StalePlan(f"stale plan: the live state gives checksum {plan.checksum}, not the reviewed "
                         f"{args.checksum}; review the plan above and re-run with --checksum {plan.checksum}")

@@ -6,10 +6,11 @@ error here is caught and returned as a line to report; the exit code never chang
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
-
-import requests
 
 from reconciler.render.mask import mask_text
 from reconciler.settings import Notifications, Notifier
@@ -70,14 +71,29 @@ def slack_payload(report: ApplyReport, top: int = 5) -> dict[str, Any]:
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]}
 
 
+def _post_json(url: str, payload: dict[str, Any], timeout: float) -> int:
+    """POST `payload` and return the HTTP status. The standard library, not requests: urllib3 logs
+    each request line at DEBUG, and a webhook URL's path is its secret."""
+    if not url.lower().startswith(("https://", "http://")):
+        raise ValueError("not an http(s) URL")
+    request = urllib.request.Request(url, data=json.dumps(payload).encode("utf-8"), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
+            return int(response.status)
+    except urllib.error.HTTPError as answered:
+        answered.close()
+        return int(answered.code)
+
+
 def _deliver(name: str, notifier: Notifier, payload: dict[str, Any], timeout: float) -> str | None:
     try:
-        response = requests.post(notifier.webhook_url or "", json=payload, timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - a bad URL raises more than RequestException; none may escape
+        status = _post_json(notifier.webhook_url or "", payload, timeout)
+    except Exception as exc:  # noqa: BLE001 - a bad URL raises many kinds; none may escape
         # The webhook URL is a secret: name the channel and the error class, never the URL.
         return f"notify: {name} webhook not reached ({type(exc).__name__}); the apply result is unchanged"
-    if response.status_code >= 300:
-        return f"notify: {name} webhook answered HTTP {response.status_code}; the apply result is unchanged"
+    if status >= 300:
+        return f"notify: {name} webhook answered HTTP {status}; the apply result is unchanged"
     return None
 
 
