@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,7 @@ class RecordingSandbox(Sandbox):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.log: list[tuple[str, str, Any, int, bool]] = []  # method, path, body, status, mutated
+        self.created: list[str] = []  # emails Mailchimp answered as new members (batch subscribe)
         self._log_lock = threading.Lock()
 
     def _handle(self, vendor: Any, request: Request) -> Response:
@@ -192,6 +194,8 @@ class RecordingSandbox(Sandbox):
             body = None
         with self._log_lock:
             self.log.append((request.method, request.path, body, response.status, response.mutated))
+            if isinstance(response.body, dict) and isinstance(response.body.get("new_members"), list):
+                self.created.extend(str(m.get("email_address", "")).lower() for m in response.body["new_members"])
         return response
 
     def mutations(self) -> list[tuple[str, str, Any, int, bool]]:
@@ -285,8 +289,20 @@ class VendorView:
         self.hs = {"Authorization": f"Bearer {token}"}
         self.mc = ("anystring", api_key)
 
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request, tried again on what a faulty sandbox injects (5xx, 429, dropped connections)."""
+        for attempt in range(20):
+            try:
+                response = self.http.request(method, url, timeout=30, **kwargs)
+            except requests.ConnectionError:
+                continue
+            if response.status_code not in (429, 500, 502, 503):
+                return response
+            time.sleep(min(0.05 * attempt, 0.5))
+        raise AssertionError(f"{method} {url}: no answer after 20 tries")
+
     def _get(self, url: str, **kwargs: Any) -> Any:
-        response = self.http.get(url, timeout=30, **kwargs)
+        response = self._send("GET", url, **kwargs)
         response.raise_for_status()
         return response.json()
 
@@ -311,8 +327,8 @@ class VendorView:
         return out
 
     def member(self, email: str, list_id: str = LIST_ID) -> MemberView | None:
-        response = self.http.get(f"{self.base}/3.0/lists/{list_id}/members/{subscriber_hash(email)}",
-                                 auth=self.mc, timeout=30)
+        response = self._send("GET", f"{self.base}/3.0/lists/{list_id}/members/{subscriber_hash(email)}",
+                              auth=self.mc)
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -336,8 +352,8 @@ class VendorView:
 
     def contact(self, email: str, properties: Sequence[str] = ()) -> dict[str, Any] | None:
         props = ",".join(["email", "hs_email_optout", f"hs_email_optout_{MARKETING}", *properties])
-        response = self.http.get(f"{self.base}/crm/v3/objects/contacts/{email}", headers=self.hs, timeout=30,
-                                 params={"idProperty": "email", "properties": props})
+        response = self._send("GET", f"{self.base}/crm/v3/objects/contacts/{email}", headers=self.hs,
+                              params={"idProperty": "email", "properties": props})
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -349,8 +365,8 @@ class VendorView:
 
     def subscription(self, email: str, sid: str = MARKETING) -> dict[str, Any] | None:
         """The v3 status of one subscription ({status, legalBasis, legalBasisExplanation}), None if never asked."""
-        response = self.http.get(f"{self.base}/communication-preferences/v3/status/email/{email}",
-                                 headers=self.hs, timeout=30)
+        response = self._send("GET", f"{self.base}/communication-preferences/v3/status/email/{email}",
+                              headers=self.hs)
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -400,10 +416,6 @@ class VendorView:
 
 
 # -- the compliance invariants of the brief ---------------------------------------------------
-
-
-def _r4_subscriptions(config: Config) -> dict[str, tuple[str, ...]]:
-    return {name: a.opt_outs.from_hubspot for name, a in config.audiences.items()}
 
 
 def assert_compliance(view: VendorView, config: Config, before: Mapping[str, Mapping[str, MemberView]] | None = None,
