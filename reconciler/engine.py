@@ -215,7 +215,8 @@ def run_plan(args: Any, config: Config, cli_io: Any) -> int:
         if fmt == "json":
             io.stdout.write(dumps_document(_document(plan, session, args, redact=redact)) + "\n")
         elif fmt == "markdown":
-            io.stdout.write(render_markdown(plan, redact=redact) + "\n")
+            # SPEC §5: the Markdown comment is masked unless --no-redact, wherever it is printed.
+            io.stdout.write(render_markdown(plan, redact=not getattr(args, "no_redact", False)) + "\n")
         else:
             render_plan(io.console, plan, redact=redact, verbose=bool(getattr(args, "verbose", False)))
         for line in _safety_lines(plan, session.config):

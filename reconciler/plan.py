@@ -7,6 +7,7 @@ talks to a platform or prints.
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -190,7 +191,7 @@ class Plan:
     # target the audience name; the engine and `simulate` map it to the list).
     audience_lists: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
-    @property
+    @cached_property
     def checksum(self) -> str:
         return checksum_of(self.changes)
 
