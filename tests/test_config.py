@@ -75,7 +75,7 @@ def test_example_config_gives_the_spec_values() -> None:
                                                           "Contact unsubscribed in Mailchimp", False)
     assert main.opt_outs.from_hubspot == ("289137112",) and main.opt_outs.from_hubspot_enabled
     assert config.safety.max_archives == settings.Limit(percent=10.0, count=100)
-    assert config.safety.max_list_removals == settings.Limit(percent=30.0, count=None)
+    assert config.safety.max_list_removals == settings.Limit(percent=50.0, count=200)
     assert config.notifications.teams == settings.Notifier("https://teams.example.org/x", ("failed", "unsafe", "stale", "applied"))
     assert config.notifications.slack == settings.Notifier("https://hooks.example.org/y", ("failed", "unsafe"))
     assert config.audit.path == ".reconciler/audit.sqlite"
