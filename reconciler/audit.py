@@ -254,6 +254,11 @@ class AuditLog:
                     archived[key] = status
         return Memory(refusals=refusals, archived_by_us=archived, retry_refused=retry_refused)
 
+    def attempted_since(self, at: str) -> frozenset[str]:
+        """Keys of the changes an apply attempted at or after `at` (the stored time format)."""
+        rows = self._db.execute("SELECT DISTINCT change_key FROM changes WHERE phase = 'attempted' AND at >= ?", (at,))
+        return frozenset(row[0] for row in rows)
+
     def unfinished_attempts(self) -> list[Attempt]:
         """Attempted rows with no outcome row for the same change after them."""
         rows = self._db.execute(

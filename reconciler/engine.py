@@ -245,17 +245,22 @@ def _dropped_as_refused(change: Change, plan: Plan) -> bool:
     return any(r.kind == "refused" and r.email == change.email and r.target == change.target for r in plan.reports)
 
 
-def check_reviewed(args: Any, plan: Plan, io: IO) -> None:
-    """`--apply FILE` / `--apply --checksum SHA`: refuse (exit 4) when the re-plan differs."""
+def check_reviewed(args: Any, plan: Plan, io: IO, audit: AuditLog | None = None) -> None:
+    """`--apply FILE` / `--apply --checksum SHA`: refuse (exit 4) when the re-plan differs.
+
+    A reviewed change that an apply since the review attempted and the re-plan no longer needs is
+    done, not stale: re-running the same plan after a partly failed apply (exit 5) goes on."""
     from reconciler.render.json_plan import read_plan_json
     from reconciler.render.text import render_plan, render_stale_diff
 
     if getattr(args, "plan_file", None):
-        _, reviewed = read_plan_json(args.plan_file)
+        document, reviewed = read_plan_json(args.plan_file)
+        done = _attempted_since_review(audit, document.get("generated_at"))
         now = {c.identity(): c for c in plan.changes}
         then = {c.identity(): c for c in reviewed}
         added = [c for key, c in now.items() if key not in then]
-        removed = [c for key, c in then.items() if key not in now and not _dropped_as_refused(c, plan)]
+        removed = [c for key, c in then.items()
+                   if key not in now and not _dropped_as_refused(c, plan) and change_key(c) not in done]
         if added or removed:
             render_stale_diff(io.console, added=added, removed=removed, redact=_redact(args, io))
             raise StalePlan(
@@ -266,6 +271,17 @@ def check_reviewed(args: Any, plan: Plan, io: IO) -> None:
         render_plan(io.console, plan, redact=_redact(args, io))
         raise StalePlan(f"stale plan: the live state gives checksum {plan.checksum}, not the reviewed "
                         f"{args.checksum}; review the plan above and re-run with --checksum {plan.checksum}")
+
+
+def _attempted_since_review(audit: AuditLog | None, generated_at: Any) -> frozenset[str]:
+    from reconciler.audit_query import parse_since
+
+    if audit is None or not isinstance(generated_at, str):
+        return frozenset()
+    try:
+        return audit.attempted_since(parse_since(generated_at))
+    except ReconcilerError:  # an unreadable time: nothing counts as done, the check stays strict
+        return frozenset()
 
 
 def _confirm(io: IO, plan: Plan) -> bool:
@@ -357,7 +373,7 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
             audit.record_verification(run_id, attempt, still_needed=attempt.change_key in planned,
                                       operator=operator, config_checksum=session.config.checksum)
         io.info(f"apply: re-verified {len(attempts)} change(s) left without an outcome by an earlier run")
-    check_reviewed(args, plan, io)
+    check_reviewed(args, plan, io, audit=audit)
     violations = _safety_lines(plan, session.config)
     if violations and not getattr(args, "force", False):
         render_safety_violations(io.console, violations)

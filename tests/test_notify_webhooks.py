@@ -246,10 +246,12 @@ def test_unset_webhook_variables_turn_notifications_off_under_sandbox(tmp_path: 
 
 
 class FailingMemberWrites(Sandbox):
-    """The sandbox, except that Mailchimp refuses every member creation as invalid (a 400 per request)."""
+    """The sandbox, except that while `failing`, Mailchimp answers every POST under a list with a 400."""
+
+    failing = True
 
     def _handle(self, vendor: Any, request: Request) -> Response:
-        if request.method == "POST" and request.path.startswith("/3.0/lists/"):
+        if self.failing and request.method == "POST" and request.path.startswith("/3.0/lists/"):
             return Response(400, {"type": "https://mailchimp.com/developer/marketing/docs/errors/",
                                   "title": "Invalid Resource", "status": 400,
                                   "detail": "The resource submitted could not be validated.", "instance": ""})
@@ -285,3 +287,26 @@ def test_failed_changes_exit_5_and_notify_both_channels_with_the_top_failures(
     assert f"Top failures ({counts['failed']})" in card_text(card) and "Invalid Resource" in card_text(card)
     assert f"*Failed:* {counts['failed']}" in slack["text"] and run_id in slack["text"]
     assert "@example.com" not in json.dumps(teams).replace("***@example.com", "")  # failures name masked emails
+
+
+def test_after_exit_5_the_same_reviewed_plan_is_applied_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            receiver: Receiver) -> None:
+    """The README's recovery: re-run the apply of the reviewed plan; what succeeded is not stale."""
+    monkeypatch.chdir(tmp_path)
+    with FailingMemberWrites(load_seed(DEMO_SEED)) as sandbox:
+        env = {**webhook_env(receiver), "HUBSPOT_TOKEN": sandbox.hubspot_token,
+               "MAILCHIMP_API_KEY": str(sandbox.mailchimp_api_key)}
+        config = str(live_config(tmp_path, sandbox))
+        assert cli("--config", config, "--plan", "--format", "json", "--out", "plan.json", env=env)[0] == 0
+        code, _, err = cli("--config", config, "--apply", "plan.json", env=env)
+        assert code == 5, err
+        sandbox.failing = False  # the cause is fixed
+        code, out, err = cli("--config", config, "--apply", "plan.json", env=env)
+        assert code == 0, err
+        assert "converged: a new plan has no changes" in out
+        code, _, err = cli("--config", config, "--plan", "--detailed-exitcode", env=env)
+        assert code == 0, err
+    (first, _, first_counts), (second, _, second_counts) = end_rows()
+    # The second apply wrote only what the first did not achieve.
+    assert 0 < sum(second_counts.values()) <= first_counts["failed"]
+    assert [facts_of(card_of(body))["Exit code"] for body in receiver.bodies(TEAMS_PATH)] == ["5", "0"]
