@@ -66,6 +66,11 @@ class HubSpotLimiter:
             self._daily_used += 1
             return None, self._headers(window, daily, search)
 
+    def new_day(self) -> None:
+        """Start the daily count again, as midnight in the portal's time zone does."""
+        with self._lock:
+            self._daily_used = 0
+
     def _headers(self, window: deque[float], daily: int, search: bool) -> dict[str, str]:
         if search:
             return {}

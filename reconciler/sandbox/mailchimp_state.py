@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
@@ -143,6 +144,9 @@ class MailchimpState:
         self.next_web_id = 100001
         self.next_merge_id = 1
         self.at: float | None = None  # the handled request's time, so journal replays keep timestamps
+        # Opt-in confirmation emails Mailchimp would have sent (a member becoming pending), by
+        # lower-cased email, since this process started; not kept in the state file.
+        self.confirmations: Counter[str] = Counter()
 
     @property
     def dc(self) -> str:

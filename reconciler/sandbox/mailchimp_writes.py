@@ -134,6 +134,8 @@ def set_status(state: MailchimpState, member: Member, target: str) -> bool:
     now = state.now()
     member.status = target
     member.status_before_archive = ""
+    if target == "pending":
+        state.confirmations[member.email.lower()] += 1
     if target == "subscribed":
         member.timestamp_opt = now
     if target == "unsubscribed":
@@ -190,6 +192,8 @@ def write_member(
         member.timestamp_signup = str(body.get("timestamp_signup") or "")
         if initial == "subscribed":
             member.timestamp_opt = now
+        if initial == "pending":
+            state.confirmations[email.lower()] += 1
         if initial == "unsubscribed":
             member.unsubscribed_at, member.unsubscribe_reason = now, ADMIN_UNSUBSCRIBE
         for name, value in extras.items():

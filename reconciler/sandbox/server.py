@@ -15,11 +15,12 @@ import threading
 import time
 import traceback
 from collections import Counter
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
-from .faults import DROP, KINDS, PROCESS_THEN_DROP, FaultInjector, edge_502
+from .faults import DROP, KINDS, PROCESS_THEN_DROP, FaultInjector, edge_502, malformed, partial_batch, too_many_requests
 from .http import CaseInsensitiveDict, Request, Response, SandboxOptions, VendorApi
 from .hubspot import HubSpotApi
 from .hubspot_state import HubSpotState
@@ -209,7 +210,7 @@ class Sandbox:
         endpoint = self._endpoint(vendor, request)
         with self._counts_lock:
             self._counts[endpoint] += 1
-        fault = self._faults.draw() if self._faults else None
+        fault = self._faults.draw(endpoint) if self._faults else None
         if fault == DROP:
             return None
         if fault == "502":
@@ -218,16 +219,40 @@ class Sandbox:
             return vendor.error_response(int(fault)) if vendor else Response(int(fault), {"error": "injected fault"})
         if vendor is None:
             return Response(404, {"status": "error", "message": f"Nothing is served at {request.path}"})
+        if fault == "429":
+            return too_many_requests(vendor.name, self.options.hubspot_window_seconds)
         refusal = vendor.admit(request)
         if refusal is not None:
             return refusal
         try:
             if self.options.latency_ms > 0:
                 time.sleep(self.options.latency_ms / 1000)
-            response = self._handle(vendor, request)
+            if fault == "slow":
+                time.sleep(float(self.options.variants.get("slow_ms", 1500)) / 1000)
+            if fault in ("hubspot_207", "member_errors"):
+                response = partial_batch(endpoint, request, lambda part: self._handle(vendor, part))
+            else:
+                response = self._handle(vendor, request)
         finally:
             vendor.release(request)
-        return None if fault == PROCESS_THEN_DROP else response
+        if fault == "malformed":
+            return malformed(response)
+        return None if fault in (PROCESS_THEN_DROP, "slow") else response
+
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """No injected faults and no HubSpot rate limits inside (tests reading state between runs)."""
+        faults, self._faults = self._faults, None
+        limiter = self.hubspot_api.limiter
+        enforce, limiter.enforce = limiter.enforce, False
+        try:
+            yield
+        finally:
+            self._faults, limiter.enforce = faults, enforce
+
+    def injected_faults(self) -> dict[str, int]:
+        """Faults served so far, by kind (empty without `fault_rate`)."""
+        return dict(self._faults.injected) if self._faults else {}
 
     def _handle(self, vendor: VendorApi, request: Request) -> Response:
         if self._store is None or request.method in ("GET", "HEAD"):
