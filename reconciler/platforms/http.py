@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import logging
+import os
 import random
 import re
 import threading
@@ -161,6 +162,31 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+TIMEOUT_ENV = "RECONCILER_HTTP_TIMEOUT"
+
+
+def _timeout_from_env(timeout: tuple[float, float]) -> tuple[float, float]:
+    """`RECONCILER_HTTP_TIMEOUT` (seconds) replaces the read timeout (and caps the connect one):
+    for networks where 120 s is too long to wait for an answer, and for tests of slow vendors."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return timeout
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0.0 < seconds < 86400.0:
+        log.warning("%s=%r is not a number of seconds; using the default timeouts", TIMEOUT_ENV, raw)
+        return timeout
+    return (min(timeout[0], seconds), seconds)
+
+
+def _json_expected(response: requests.Response) -> bool:
+    """Any non-empty body: both vendors answer JSON for every 2xx with a body, so HTML or text
+    there comes from something in between (a proxy, a captive portal), not from the vendor."""
+    return bool(response.content and response.content.strip())
+
+
 def _parse_body(response: requests.Response) -> Any:
     if not response.content:
         return None
@@ -234,7 +260,7 @@ class VendorSession(requests.Session):
         self.system = system
         self.base_url = base_url.rstrip("/")
         self.limiter: Limiter = limiter or NoLimit()
-        self.timeout = timeout
+        self.timeout = _timeout_from_env(timeout)
         self.retry = retry
         self.rate_window = rate_window
         self._sleep = sleep
@@ -288,14 +314,21 @@ class VendorSession(requests.Session):
                 self.limiter.release()
             if response is not None:
                 status = response.status_code
-                if status in ok:
+                if status in ok and body is None and _json_expected(response):
+                    # A 2xx whose JSON is cut short or garbled (a proxy, a truncated transfer) must
+                    # not read as "no members" or "no results": that would plan mass changes.
+                    error = TransientVendorError(f"{where} answered {status} with malformed JSON",
+                                                 system=self.system, status=status, detail="malformed JSON")
+                    wait = self.retry.backoff(attempt)
+                elif status in ok:
                     return VendorResponse(status, body, response.headers)
-                message = self.scrub(vendor_message(self.system, response, body))
-                text = f"{where} answered {status}: {message}"
-                if status not in RETRY_STATUSES:
-                    raise PermanentVendorError(text, system=self.system, status=status, detail=message)
-                error = TransientVendorError(text, system=self.system, status=status, detail=message)
-                wait = self._wait_for(status, response, body, attempt, text)
+                else:
+                    message = self.scrub(vendor_message(self.system, response, body))
+                    text = f"{where} answered {status}: {message}"
+                    if status not in RETRY_STATUSES:
+                        raise PermanentVendorError(text, system=self.system, status=status, detail=message)
+                    error = TransientVendorError(text, system=self.system, status=status, detail=message)
+                    wait = self._wait_for(status, response, body, attempt, text)
             assert error is not None
             if attempt == self.retry.max_attempts:
                 break
