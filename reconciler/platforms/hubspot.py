@@ -23,6 +23,7 @@ CONTACT_BATCH = 100  # "Batch operations are limited to 100 records at a time."
 MEMBERSHIP_PAGE = 250  # Lists v3 memberships: max `limit`
 MEMBERSHIP_BATCH = 500  # ids per memberships add/remove: the cap is [UNCONFIRMED]; v1 took 500, as does the sandbox
 LIST_IDS_PER_READ = 100  # listIds per GET /crm/v3/lists (keeps the URL short)
+RETRY_ITEM_CATEGORIES = ("INTERNAL_ERROR", "RATE_LIMITS", "TIMEOUT")  # 207 item errors worth reading again
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 
 
@@ -171,22 +172,39 @@ class HubSpotClient:
         props = sorted(set(properties) | {"email"})
         result = BatchRead()
         for part in chunks(list(dict.fromkeys(keys)), CONTACT_BATCH):
-            body: dict[str, Any] = {"properties": props, "propertiesWithHistory": [],
-                                    "inputs": [{"id": key} for key in part]}
-            if id_property:
-                body["idProperty"] = id_property
-            answer = self.session.call("POST", f"{CONTACTS}/batch/read", json=body).body or {}
-            for item in answer.get("results") or []:
-                result.found.append(ContactRecord(str(item["id"]), dict(item.get("properties") or {})))
-            for error in answer.get("errors") or []:
-                # 207: one grouped OBJECT_NOT_FOUND error listing every missing id is a result,
-                # not a failure; any other per-item error is.
-                if error.get("category") != "OBJECT_NOT_FOUND":
-                    message = str(error.get("message") or error)
-                    raise PermanentVendorError(f"hubspot: POST {CONTACTS}/batch/read: {message}", system=self.system,
-                                               status=207, detail=message)
-                result.missing.extend(str(i) for i in (error.get("context") or {}).get("ids") or [])
+            pending = list(part)
+            for attempt in range(1, self.session.retry.max_attempts + 1):
+                pending = self._read_part(pending, props, id_property, result, last=attempt == self.session.retry.max_attempts)
+                if not pending:
+                    break
+                time.sleep(self.session.retry.backoff(attempt))
         return result
+
+    def _read_part(self, part: Sequence[str], props: list[str], id_property: str | None, result: BatchRead, *,
+                   last: bool) -> list[str]:
+        """One batch read into `result`; returns the keys whose items failed and are worth reading again.
+
+        A 207 lists each failed item with a category: OBJECT_NOT_FOUND is a result (the id is
+        missing); other item errors (HubSpot's INTERNAL_ERROR and the like) are transient like a
+        500, so those keys are read again; on the last attempt, or without their ids, they raise."""
+        body: dict[str, Any] = {"properties": props, "propertiesWithHistory": [], "inputs": [{"id": key} for key in part]}
+        if id_property:
+            body["idProperty"] = id_property
+        answer = self.session.call("POST", f"{CONTACTS}/batch/read", json=body).body or {}
+        for item in answer.get("results") or []:
+            result.found.append(ContactRecord(str(item["id"]), dict(item.get("properties") or {})))
+        again: list[str] = []
+        for error in answer.get("errors") or []:
+            ids = [str(i) for i in (error.get("context") or {}).get("ids") or []]
+            if error.get("category") == "OBJECT_NOT_FOUND":
+                result.missing.extend(ids)
+                continue
+            if last or not ids or error.get("category") not in RETRY_ITEM_CATEGORIES:
+                message = str(error.get("message") or error)
+                raise PermanentVendorError(f"hubspot: POST {CONTACTS}/batch/read: {message}", system=self.system,
+                                           status=207, detail=message)
+            again += ids
+        return again
 
     def contact_properties(self) -> dict[str, str]:
         """Every contact property name with its type (`GET /crm/v3/properties/contacts`)."""
