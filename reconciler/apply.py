@@ -120,7 +120,7 @@ class Applier:
                 and change.email in self._failed_opt_outs:
             return "R18 deferred: the member's opt-out has not reached HubSpot yet"
         if step == STEP_HANDOVER_MAILCHIMP and change.email in self._handover_failed:
-            return "R12 deferred: the HubSpot handover writes did not all succeed"
+            return "R12 deferred: the handover's HubSpot writes or tag removal did not all succeed"
         if step == STEP_OPT_OUTS_TO_HUBSPOT and change.action == "unsubscribe_contact" \
                 and change.email in self._failed_opt_outs:
             return "R11 deferred: the contact could not be created"
@@ -135,7 +135,10 @@ class Applier:
             if outcome != APPLIED:
                 if change.step == STEP_OPT_OUTS_TO_HUBSPOT:
                     self._failed_opt_outs.add(change.email)
-                if change.step == STEP_HANDOVER_HUBSPOT:
+                if change.step == STEP_HANDOVER_HUBSPOT or (change.step == STEP_HANDOVER_MAILCHIMP
+                                                            and change.action == "remove_tags"):
+                    # An archive must not leave the handover tag behind: archived members are
+                    # never handed over again, so the tag would stay for good.
                     self._handover_failed.add(change.email)
         self.audit.record(self.run_id, list(changes), phase="outcome", operator=self.operator,
                           config_checksum=self.config.checksum, outcomes=pairs, list_ids=self.list_ids)
