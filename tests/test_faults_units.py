@@ -6,6 +6,7 @@ and a handover whose tag removal failed is not archived with the tag still on.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ def test_the_client_timeout_comes_from_the_environment(monkeypatch: pytest.Monke
     assert VendorSession("hubspot", "http://127.0.0.1:9", timeout=(3.0, 30.0)).timeout == (3.0, 30.0)
 
 
-def test_a_slow_answer_beyond_the_client_timeout_is_retried_and_applied_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slow_answer_beyond_the_client_timeout_times_out_yet_is_processed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TIMEOUT_ENV, "0.3")
     options = SandboxOptions(fault_rate=1.0, seed_random=1, variants={"fault_kinds": ["slow"], "slow_ms": 600})
     with Sandbox(_one_member_seed(), options=options) as box:
@@ -85,7 +86,10 @@ def test_a_slow_answer_beyond_the_client_timeout_is_retried_and_applied_once(mon
         with box.quiet():
             view = VendorView(box.base_url)
             try:
-                assert view.member("ann@example.com").merge_fields["FNAME"] == "Annie"  # processed all the same
+                deadline = time.monotonic() + 5
+                while view.member("ann@example.com").merge_fields["FNAME"] != "Annie" and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the vendor finishes the slow request after the client gave up
+                assert view.member("ann@example.com").merge_fields["FNAME"] == "Annie"
             finally:
                 view.http.close()
 
