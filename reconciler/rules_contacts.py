@@ -40,6 +40,7 @@ class Person:
     unsubscribed: frozenset[str]  # every contact's explicit opt-outs, plus this plan's R11 ones
     opted_out_of_all: bool
     unsubscribed_by_r11: str | None = None  # the R11 reason, when this plan unsubscribes it (R15)
+    created_in_plan: bool = False  # R11 create_missing_contacts: no HubSpot id yet (contact id "")
 
     @property
     def primary(self) -> Contact:
@@ -131,8 +132,9 @@ def opt_out_reason(person: Person, subscriptions: tuple[str, ...], config: Confi
 
 
 def is_unsubscribed_from(person: Person, sid: str) -> bool:
-    """Explicitly unsubscribed (R11 skips these: HubSpot would answer 'already unsubscribed')."""
-    return sid in person.unsubscribed or any(
+    """Explicitly unsubscribed, or opted out of all email (R11 skips these: nothing to carry over,
+    and an R4 unsubscribe of an opted-out-of-all contact must not come back as an R11 write)."""
+    return person.opted_out_of_all or sid in person.unsubscribed or any(
         _is_true(c.properties.get(f"hs_email_optout_{sid}")) for c in person.contacts
     )
 

@@ -209,7 +209,8 @@ def implied_tags(joined: Joined) -> list[str]:
 
 def tag_differences(audience: AudienceRules, joined: Joined, tags: tuple[str, ...],
                     reach_across: bool) -> tuple[list[str], list[str]]:
-    """(tags to add, tags to remove). `reach_across`: a restore, where first_tag_wins does not apply."""
+    """(tags to add, tags to remove). `reach_across`: a restore, where first_tag_wins does not apply
+    and handover tags go too."""
     carried = {t.casefold() for t in tags}
     implied = implied_tags(joined)
     implied_keys = {t.casefold() for t in implied}
@@ -221,6 +222,10 @@ def tag_differences(audience: AudienceRules, joined: Joined, tags: tuple[str, ..
         if t.casefold() not in carried and (follow or t.casefold() != primary_key or not journey_started)
     ]
     removing = [t for t in tags if follow and t.casefold() in audience.managed and t.casefold() not in implied_keys]
+    if reach_across:
+        # A restore starts a new journey, as a create would: a handover tag left from the last one
+        # would hand the member over again on the next run.
+        removing += [t for t in tags if t.casefold() in audience.handovers and t.casefold() not in implied_keys]
     return adding, removing
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from reconciler.model import HubList
+from reconciler.model import Contact, HubList
 from reconciler.plan import (
     HUBSPOT,
     MAILCHIMP,
@@ -35,7 +35,6 @@ def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], pe
     basis of a subscription two audiences both carry.
     """
     planned: set[tuple[str, str]] = set()
-    created: set[str] = set()
     for audience in rules:
         to_hubspot = audience.audience.opt_outs.to_hubspot
         if to_hubspot is None or not to_hubspot.subscriptions:
@@ -46,21 +45,16 @@ def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], pe
                 continue
             reason = f"R11 {member.status} in Mailchimp audience {audience.name}"
             person = people.get(email)
-            contact_id: str | None = None
             if person is None:
                 if not to_hubspot.create_missing_contacts or not valid_email(email):
                     out.report("skipped", audience.name, email,
                                f"R11 {member.status} member of audience {audience.name} has no HubSpot contact")
                     continue
-                if email not in created:
-                    created.add(email)
-                    out.changes.append(Change.make(HUBSPOT, "create_contact", "contacts", email, {}, {"email": email},
-                                                   f"{reason}: no HubSpot contact", STEP_OPT_OUTS_CREATE_CONTACTS))
-            else:
-                contact_id = person.primary.id
+                person = people[email] = _create_contact(out, email, reason, audience.name)
+            contact_id = None if person.created_in_plan else person.primary.id
             unsubscribed = False
             for sid in to_hubspot.subscriptions:
-                if (email, sid) in planned or (person is not None and is_unsubscribed_from(person, sid)):
+                if (email, sid) in planned or is_unsubscribed_from(person, sid):
                     continue
                 planned.add((email, sid))
                 unsubscribed = True
@@ -70,8 +64,18 @@ def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], pe
                      "explanation": to_hubspot.explanation},
                     f"{reason}: unsubscribe from {config.subscription_name(sid)}", STEP_OPT_OUTS_TO_HUBSPOT, contact_id,
                 ))
-            if unsubscribed and person is not None and not person.unsubscribed_by_r11:
+            if unsubscribed and not person.unsubscribed_by_r11:
                 people[email] = replace(person, unsubscribed_by_r11=f"R11 from audience {audience.name}")
+
+
+def _create_contact(out: Out, email: str, reason: str, audience: str) -> Person:
+    """R11 `create_missing_contacts`: the contact is created, then unsubscribed; until then it has
+    no id, and it counts as opted out in every audience of this plan (R15)."""
+    out.changes.append(Change.make(HUBSPOT, "create_contact", "contacts", email, {}, {"email": email},
+                                   f"{reason}: no HubSpot contact", STEP_OPT_OUTS_CREATE_CONTACTS))
+    contact = Contact("", email)
+    return Person(email, (contact,), frozenset(), contact.properties, frozenset(), False,
+                  f"R11 from audience {audience}", created_in_plan=True)
 
 
 # -- R12 Handover -----------------------------------------------------------------------------
@@ -133,6 +137,11 @@ def handovers(
                 decided.add(email)
                 out.report("skipped", audience.name, email,
                            f"R12 handover tag {tags} but no HubSpot contact has this email: not changed")
+                continue
+            if person.created_in_plan:
+                decided.add(email)
+                out.report("skipped", audience.name, email,
+                           f"R12 handover tag {tags}: the contact is created by this plan (R11); handed over next run")
                 continue
             if not person.lists.isdisjoint(critical):
                 continue  # R2 decides

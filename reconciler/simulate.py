@@ -43,7 +43,8 @@ class Simulation:
     archived: tuple[tuple[str, str, str], ...] = ()  # (list id, email, status before)
 
     def memory(self, previous: Memory = Memory(), at: str = "2000-01-01T00:00:00Z") -> Memory:
-        """`previous` plus this run's refusals and archives, as the audit log would remember them."""
+        """`previous` plus this run's refusals and archives, as the audit log would remember them
+        (for a next run without --retry-refused)."""
         refusals = dict(previous.refusals)
         archived = dict(previous.archived_by_us)
         for refused in self.refused:
@@ -51,7 +52,7 @@ class Simulation:
                 refusals[(refused.list_id, refused.change.email)] = Refusal(refused.change.action, refused.reason, at)
         for list_id, email, status in self.archived:
             archived[(list_id, email)] = status
-        return Memory(refusals=refusals, archived_by_us=archived, retry_refused=previous.retry_refused)
+        return Memory(refusals=refusals, archived_by_us=archived)
 
 
 def simulate(snapshot: Snapshot, plan: Plan, hidden: VendorHidden = VendorHidden()) -> Snapshot:
