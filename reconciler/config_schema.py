@@ -16,7 +16,9 @@ import jsonschema
 
 from reconciler.config_yaml import Document, KeyPath, problem
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+# `reconciler/data/config.schema.json` is a symlink to the repository's `schemas/` copy, so a
+# checkout reads the one file, and a wheel (which copies the link's target) ships it as package data.
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "config.schema.json"
 
 _TYPE_WORDS = {
     "string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
