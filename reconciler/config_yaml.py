@@ -6,8 +6,8 @@ problem at the exact place a user wrote it, without knowing anything about YAML.
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,14 +34,21 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
+            if not part.strip():  # an empty or blank key would vanish from the line
+                part = json.dumps(part)
             text += f".{part}" if text else part
     return text or "(root)"
+
+
+def _printable(text: str) -> str:
+    """Control characters (a key or value holding CR, NUL, ESC...) escaped: one line stays one line."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def problem(where: Location, path: KeyPath | str, what: str, todo: str) -> str:
     """One problem line: `file:line:column key.path: what is wrong; what to do`."""
     shown = path if isinstance(path, str) else format_path(path)
-    return f"{where} {shown}: {what}; {todo}"
+    return _printable(f"{where} {shown}: {what}; {todo}")
 
 
 @dataclass
@@ -106,6 +113,16 @@ def _syntax_problem(name: str, error: yaml.YAMLError) -> str:
                    "check indentation, colons and quoting at this place")
 
 
+def _character_problem(name: str, text: str, error: yaml.reader.ReaderError) -> str:
+    """A character YAML does not allow (a NUL, most control characters), at its line and column."""
+    position = max(0, min(int(error.position), len(text)))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    code = error.character if isinstance(error.character, int) else ord(str(error.character)[:1] or "\0")
+    return problem(Location(name, line, column), "(yaml)", f"character U+{code:04X} is not allowed in YAML",
+                   "remove it, or write it as an escape inside a double-quoted string")
+
+
 class _Reader:
     """Turns a composed node tree into plain data, recording locations and duplicate keys."""
 
@@ -154,7 +171,10 @@ def read_file(path: Path, name: str) -> tuple[Document | None, list[str]]:
     tabs = _tab_problems(name, text)
     if tabs:
         return None, tabs
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:  # raised while reading, before any node has a mark
+        return None, [_character_problem(name, text, error)]
     try:
         node = loader.get_single_node()
         if node is None:
