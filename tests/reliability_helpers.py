@@ -131,3 +131,18 @@ def assert_no_harm(view: VendorView, config: Config, before: Mapping[str, Mappin
                 if missing:
                     problems.append(f"{email} was archived before its opt-out reached HubSpot ({missing})")
     assert not problems, "compliance invariants broken by a run:\n" + "\n".join(problems)
+
+
+def print_at_end(request: Any, title: str, text: str) -> None:
+    """Print a summary past pytest's capture (fixture teardowns are captured like tests)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_sep("=", title)
+            reporter.write_line(text)
+    else:
+        reporter.write_sep("=", title)
+        reporter.write_line(text)

@@ -21,7 +21,7 @@ import pytest
 from e2e_helpers import VendorView, assert_compliance, members_by_list, started
 from reconciler.sandbox.faults import ITEM_ERROR_HUBSPOT, ITEM_ERROR_MAILCHIMP, KINDS
 from reconciler.sandbox.http import SandboxOptions
-from reliability_helpers import apply_until_converged, assert_no_harm, demo_doc, demo_seed, doubled_changes, no_traceback, table
+from reliability_helpers import apply_until_converged, assert_no_harm, demo_doc, demo_seed, doubled_changes, no_traceback, print_at_end, table
 
 pytestmark = pytest.mark.slow
 
@@ -171,14 +171,9 @@ def matrix(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     rows = [(c.name, c.status, len(c.codes), " ".join(map(str, c.codes)),
              " ".join(f"{k}:{n}" for k, n in sorted(c.injected.items())) or "-", c.requests, f"{c.seconds:.1f}",
              "ok" if not c.problems else "FAILED") for c in done.values()]
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     text = table(("cell", "new status", "runs", "exit codes", "faults injected", "requests", "seconds", "result"), rows)
-    if reporter is not None:
-        reporter.write_sep("=", f"fault matrix: {len(rows)} cells in {total:.0f} s")
-        reporter.write_line(text)
-        for cell in done.values():
-            for problem in cell.problems:
-                reporter.write_line(f"{cell.name}: {problem}")
+    problems = [f"{cell.name}: {problem}" for cell in done.values() for problem in cell.problems]
+    print_at_end(request, f"fault matrix: {len(rows)} cells in {total:.0f} s", "\n".join([text, *problems]))
 
 
 @pytest.mark.parametrize("kind,rate", KIND_RATES, ids=[f"{k}@{r}" for k, r in KIND_RATES])
