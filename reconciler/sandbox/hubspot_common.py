@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from .http import Request, Response
@@ -36,6 +37,7 @@ def now_ms(request: Request | None = None) -> int:
     return int(at * 1000)
 
 
+@lru_cache(maxsize=1 << 16)  # every contact read renders ~4 stamps; most contacts share a few (~25% of a 100k read's CPU)
 def iso(ms: int) -> str:
     """HubSpot's timestamp format: ISO-8601 UTC with milliseconds, e.g. 2024-01-17T19:55:04.281Z."""
     stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
