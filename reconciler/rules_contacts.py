@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping
+from functools import lru_cache
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 from reconciler.model import AudienceState, Contact, Snapshot, is_valid_email
 from reconciler.plan import Change, Report
@@ -28,16 +29,19 @@ class Out:
 # -- R1 Emails --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Person:
+class Person(NamedTuple):
     """The contacts sharing one valid email (R1): the lowest numeric id supplies properties; the
-    lists (critical, exclusions, handover) and opt-outs of every one of them apply."""
+    lists (critical, exclusions, handover) and opt-outs of every one of them apply.
+
+    A NamedTuple rather than a frozen dataclass: one is built per email (a million per run), and
+    a tuple is immutable and several times cheaper to build.
+    """
 
     email: str
     contacts: tuple[Contact, ...]  # lowest numeric id first
     lists: frozenset[str]  # every contact's lists, after this plan's handover writes (R12)
     properties: Mapping[str, Any]  # the first contact's, after this plan's handover writes
-    unsubscribed: frozenset[str]  # every contact's explicit opt-outs, plus this plan's R11 ones
+    unsubscribed: frozenset[str]  # every contact's explicit opt-outs
     opted_out_of_all: bool
     unsubscribed_by_r11: str | None = None  # the R11 reason, when this plan unsubscribes it (R15)
     created_in_plan: bool = False  # R11 create_missing_contacts: no HubSpot id yet (contact id "")
@@ -68,12 +72,16 @@ def _is_true(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
+def single_person(email: str, contact: Contact) -> Person:
+    """The common case of R1: one contact per email (no sorting, no unions)."""
+    return Person(email, (contact,), contact.lists, contact.properties, contact.unsubscribed,
+                  contact.opted_out_of_all or _is_true(contact.properties.get("hs_email_optout")))
+
+
 def person_of(email: str, contacts: Iterable[Contact]) -> Person:
     ordered = tuple(sorted(contacts, key=_id_order))
     if len(ordered) == 1:
-        (only,) = ordered
-        return Person(email, ordered, only.lists, only.properties, only.unsubscribed,
-                      only.opted_out_of_all or _is_true(only.properties.get("hs_email_optout")))
+        return single_person(email, ordered[0])
     return Person(
         email,
         ordered,
@@ -84,7 +92,52 @@ def person_of(email: str, contacts: Iterable[Contact]) -> Person:
     )
 
 
-def people_by_email(snapshot: Snapshot) -> tuple[dict[str, Person], list[Report]]:
+class People:
+    """Person by email (R1), built on demand for the common single-contact email.
+
+    A million Person values kept alive for a whole plan cost memory and, worse, full garbage
+    collections over the snapshot; built on demand they die young. Persons that differ from
+    their contacts (duplicates; this plan's R11 and R12 writes) are stored.
+    """
+
+    def __init__(self, singles: dict[str, Contact], stored: dict[str, Person]) -> None:
+        self._singles = singles  # email -> its only contact, for emails not in `_stored`
+        self._stored = stored
+
+    def get(self, email: str) -> Person | None:
+        person = self._stored.get(email)
+        if person is not None:
+            return person
+        contact = self._singles.get(email)
+        return None if contact is None else single_person(email, contact)
+
+    def __setitem__(self, email: str, person: Person) -> None:
+        self._singles.pop(email, None)
+        self._stored[email] = person
+
+    def __getitem__(self, email: str) -> Person:
+        person = self.get(email)
+        if person is None:
+            raise KeyError(email)
+        return person
+
+    def __contains__(self, email: object) -> bool:
+        return email in self._stored or email in self._singles
+
+    def __len__(self) -> int:
+        return len(self._stored) + len(self._singles)
+
+    def items(self) -> Iterator[tuple[str, Person]]:
+        for email, contact in self._singles.items():
+            yield email, single_person(email, contact)
+        yield from self._stored.items()
+
+    def values(self) -> Iterator[Person]:
+        for _, person in self.items():
+            yield person
+
+
+def people_by_email(snapshot: Snapshot) -> tuple[People, list[Report]]:
     """R1: one Person per valid email; contacts with no valid email and duplicates are reported."""
     reports: list[Report] = []
     first: dict[str, Contact] = {}
@@ -99,7 +152,7 @@ def people_by_email(snapshot: Snapshot) -> tuple[dict[str, Person], list[Report]
             first[email] = contact  # type: ignore[index]
         else:
             duplicates.setdefault(email, [seen]).append(contact)  # type: ignore[arg-type]
-    people = {email: person_of(email, (contact,)) for email, contact in first.items()}
+    people = People(first, {})
     for email, group in duplicates.items():
         person = person_of(email, group)
         people[email] = person
@@ -124,9 +177,7 @@ def opt_out_reason(person: Person, subscriptions: tuple[str, ...], config: Confi
     if person.opted_out_of_all:
         return "R4 opted out of all email in HubSpot"
     for sid in subscriptions:
-        if sid in person.unsubscribed or any(
-            _is_true(c.properties.get(f"hs_email_optout_{sid}")) for c in person.contacts
-        ):
+        if is_unsubscribed_from(person, sid):
             return f"R4 opted out in HubSpot of {config.subscription_name(sid)} ({sid})"
     return None
 
@@ -134,9 +185,14 @@ def opt_out_reason(person: Person, subscriptions: tuple[str, ...], config: Confi
 def is_unsubscribed_from(person: Person, sid: str) -> bool:
     """Explicitly unsubscribed, or opted out of all email (R11 skips these: nothing to carry over,
     and an R4 unsubscribe of an opted-out-of-all contact must not come back as an R11 write)."""
-    return person.opted_out_of_all or sid in person.unsubscribed or any(
-        _is_true(c.properties.get(f"hs_email_optout_{sid}")) for c in person.contacts
-    )
+    if person.opted_out_of_all or sid in person.unsubscribed:
+        return True
+    prop = "hs_email_optout_" + sid
+    for contact in person.contacts:
+        value = contact.properties.get(prop)
+        if value is not None and _is_true(value):
+            return True
+    return False
 
 
 # -- R3 Streams -------------------------------------------------------------------------------
@@ -159,9 +215,8 @@ class StreamRules:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Joined:
-    """The stream a contact joins (R3) and what its source gives it."""
+class Joined(NamedTuple):
+    """The stream a contact joins (R3) and what its source gives it (a NamedTuple: one per contact)."""
 
     stream: StreamRules
     source_index: int
@@ -184,6 +239,7 @@ class AudienceRules:
     r4_subscriptions: tuple[str, ...]
     merge_fields: tuple[tuple[str, str, str], ...]  # (merge tag, HubSpot property, Mailchimp type)
     _exempt: dict[str, bool] = field(default_factory=dict)
+    _implied: dict[tuple[int, str], tuple[list[str], frozenset[str]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -201,6 +257,17 @@ class AudienceRules:
 
     def any_exempt(self, tags: Iterable[str]) -> bool:
         return any(self.is_exempt(t) for t in tags)
+
+    def implied_tags(self, joined: "Joined") -> tuple[list[str], frozenset[str]]:
+        """The primary and extra tags a source gives (no case repeats), and their casefolds."""
+        key = (id(joined.source), joined.primary_tag)
+        known = self._implied.get(key)
+        if known is None:
+            seen: dict[str, str] = {}
+            for tag in (joined.primary_tag, *joined.extra_tags):
+                seen.setdefault(tag.casefold(), tag)
+            known = self._implied[key] = (list(seen.values()), frozenset(seen))
+        return known
 
     def managed_tags_of(self, tags: Iterable[str]) -> list[str]:
         return [t for t in tags if t.casefold() in self.managed]
@@ -291,6 +358,12 @@ def _decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+@lru_cache(maxsize=256)
+def _constant_decimal(value: Any) -> Decimal | None:
+    """A config value as a decimal, converted once (tag rules run once per contact)."""
+    return _decimal(value)
+
+
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
@@ -303,7 +376,9 @@ def rule_matches(rule: TagRule, actual: Any) -> bool:
         is_set = _text(actual) != ""
         return is_set if expected is None or expected is True else is_set == _truthy(expected)
     if op in ("gt", "gte", "lt", "lte"):
-        left, right = _decimal(actual), _decimal(expected)
+        if actual is None:
+            return False
+        left, right = _decimal(actual), _constant_decimal(expected)
         if left is None or right is None:
             return False
         return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from reconciler.model import HubList
 from reconciler.plan import HUBSPOT, STEP_CLEANUP, Change
-from reconciler.rules_contacts import AudienceRules, Out, Person, join_stream
+from reconciler.rules_contacts import AudienceRules, Out, People, Person, join_stream
 
 WRITABLE_LIST_TYPES = ("MANUAL", "SNAPSHOT")
 
@@ -74,7 +74,7 @@ def cleanup_targets(person: Person, rules: list[AudienceRules], critical: frozen
 
 
 def source_cleanup(
-    out: Out, people: Mapping[str, Person], rules: list[AudienceRules], critical: frozenset[str],
+    out: Out, people: People, rules: list[AudienceRules], critical: frozenset[str],
     lists: Mapping[str, HubList],
 ) -> None:
     """R2/R3 clean-up: every contact sharing the email is removed from the lists that hold it."""

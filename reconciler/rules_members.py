@@ -19,7 +19,16 @@ from reconciler.plan import (
     STEP_OPT_OUTS_FROM_HUBSPOT,
     Change,
 )
-from reconciler.rules_contacts import AudienceRules, Joined, Out, Person, join_stream, opt_out_reason, why_no_stream
+from reconciler.rules_contacts import (
+    AudienceRules,
+    Joined,
+    Out,
+    People,
+    Person,
+    join_stream,
+    opt_out_reason,
+    why_no_stream,
+)
 from reconciler.rules_optouts import Handed
 from reconciler.settings import Config
 
@@ -36,7 +45,7 @@ class Candidate:
 
 
 def plan_audience(
-    out: Out, config: Config, audience: AudienceRules, people: dict[str, Person], handed: Handed,
+    out: Out, config: Config, audience: AudienceRules, people: People, handed: Handed,
     critical: frozenset[str], memory: Memory,
 ) -> None:
     """Every contact and member of the audience, by the precedence of SPEC §4."""
@@ -107,16 +116,20 @@ def unsubscribe_opted_out(out: Out, audience: AudienceRules, member: Member | No
 
 def eligible(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member | None,
              memory: Memory, candidates: list[Candidate]) -> None:
-    why = f"stream {joined.stream.name}, list {joined.source.list}"
     if member is None:
-        create(out, audience, person, joined, memory, candidates, why)
+        create(out, audience, person, joined, memory, candidates)
     elif member.status in WRITABLE_STATUSES:
-        update(out, audience, person, joined, member, why)
+        update(out, audience, person, joined, member)
     elif member.status in OPTED_OUT_STATUSES:
         out.report("skipped", audience.name, person.email,
-                   f"R7 member is {member.status} in Mailchimp: never resubscribed or written ({why})")
+                   f"R7 member is {member.status} in Mailchimp: never resubscribed or written ({source_of(joined)})")
     elif member.status == "archived":
-        restore(out, audience, person, joined, member, memory, candidates, why)
+        restore(out, audience, person, joined, member, memory, candidates)
+
+
+def source_of(joined: Joined) -> str:
+    """`stream general, list 719`: where an eligible contact's tags come from, for reasons."""
+    return f"stream {joined.stream.name}, list {joined.source.list}"
 
 
 def refused_on(rule: str, refusal: Refusal) -> str:
@@ -126,50 +139,50 @@ def refused_on(rule: str, refusal: Refusal) -> str:
 
 
 def create(out: Out, audience: AudienceRules, person: Person, joined: Joined, memory: Memory,
-           candidates: list[Candidate], why: str) -> None:
+           candidates: list[Candidate]) -> None:
     """R5: status_if_new, merge fields and tags; a remembered refusal is reported instead."""
     refusal = None if memory.retry_refused else memory.refusals.get((audience.list_id, person.email))
     if refusal is not None:
         out.report("refused", audience.name, person.email,
                    refused_on("R5", refusal))
         return
-    tags = implied_tags(joined)
+    tags, _ = audience.implied_tags(joined)
     after = {
         "status_if_new": audience.audience.new_member_status,
         "merge_fields": desired_merge_fields(audience, person),
         "tags": dict.fromkeys(tags, True),
     }
-    change = Change.make(MAILCHIMP, "create_member", audience.name, person.email, {}, after, f"R5 new member ({why})",
+    change = Change.make(MAILCHIMP, "create_member", audience.name, person.email, {}, after, f"R5 new member ({source_of(joined)})",
                          STEP_MEMBERS, person.primary.id)
     candidates.append(Candidate((1, joined.stream.index, joined.source_index, person.email), change))
 
 
-def update(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member, why: str) -> None:
+def update(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member) -> None:
     """R6: only the differences; never `status`."""
     email = person.email
     before, after = merge_field_differences(audience, person, member)
     if after:
         out.changes.append(Change.make(MAILCHIMP, "update_member", audience.name, email, before, after,
-                                       f"R6 merge fields differ ({why})", STEP_MEMBERS, person.primary.id))
+                                       f"R6 merge fields differ ({source_of(joined)})", STEP_MEMBERS, person.primary.id))
     adding, removing = tag_differences(audience, joined, member.tags, reach_across=False)
     if adding:
         out.changes.append(Change.make(MAILCHIMP, "add_tags", audience.name, email, dict.fromkeys(adding, False),
-                                       dict.fromkeys(adding, True), f"R6 tags of its source ({why})", STEP_MEMBERS,
+                                       dict.fromkeys(adding, True), f"R6 tags of its source ({source_of(joined)})", STEP_MEMBERS,
                                        person.primary.id))
     if removing:
         out.changes.append(Change.make(MAILCHIMP, "remove_tags", audience.name, email, dict.fromkeys(removing, True),
                                        dict.fromkeys(removing, False),
-                                       f"R6 follow_source: tags its source no longer implies ({why})", STEP_MEMBERS,
+                                       f"R6 follow_source: tags its source no longer implies ({source_of(joined)})", STEP_MEMBERS,
                                        person.primary.id))
 
 
 def restore(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member, memory: Memory,
-            candidates: list[Candidate], why: str) -> None:
+            candidates: list[Candidate]) -> None:
     """R8: PUT with status = new_member_status, merge fields and tags set as a create would."""
     settings = audience.audience
     email = person.email
     if not settings.restore_archived:
-        out.report("skipped", audience.name, email, f"R8 archived member not restored: restore_archived is off ({why})")
+        out.report("skipped", audience.name, email, f"R8 archived member not restored: restore_archived is off ({source_of(joined)})")
         return
     refusal = None if memory.retry_refused else memory.refusals.get((audience.list_id, email))
     if refusal is not None:
@@ -180,7 +193,7 @@ def restore(out: Out, audience: AudienceRules, person: Person, joined: Joined, m
         archived_while = memory.archived_by_us.get((audience.list_id, email))
         if archived_while not in ("subscribed", "pending"):
             out.report("skipped", audience.name, email,
-                       f"R8 restore needs consent: not archived by this product while subscribed or pending ({why})")
+                       f"R8 restore needs consent: not archived by this product while subscribed or pending ({source_of(joined)})")
             return
     adding, removing = tag_differences(audience, joined, member.tags, reach_across=True)
     tags = {**dict.fromkeys(adding, True), **dict.fromkeys(removing, False)}
@@ -192,19 +205,11 @@ def restore(out: Out, audience: AudienceRules, person: Person, joined: Joined, m
     }
     after = {"status": settings.new_member_status, "merge_fields": merge_fields, "tags": tags}
     change = Change.make(MAILCHIMP, "restore_member", audience.name, email, before, after,
-                         f"R8 archived member is eligible again ({why})", STEP_MEMBERS, person.primary.id)
+                         f"R8 archived member is eligible again ({source_of(joined)})", STEP_MEMBERS, person.primary.id)
     candidates.append(Candidate((0, joined.stream.index, joined.source_index, email), change))
 
 
 # -- R6 tags, R13 merge fields ----------------------------------------------------------------
-
-
-def implied_tags(joined: Joined) -> list[str]:
-    """The primary tag and extra tags the contact's source gives it, without case repeats."""
-    seen: dict[str, str] = {}
-    for tag in (joined.primary_tag, *joined.extra_tags):
-        seen.setdefault(tag.casefold(), tag)
-    return list(seen.values())
 
 
 def tag_differences(audience: AudienceRules, joined: Joined, tags: tuple[str, ...],
@@ -212,10 +217,12 @@ def tag_differences(audience: AudienceRules, joined: Joined, tags: tuple[str, ..
     """(tags to add, tags to remove). `reach_across`: a restore, where first_tag_wins does not apply
     and handover tags go too."""
     carried = {t.casefold() for t in tags}
-    implied = implied_tags(joined)
-    implied_keys = {t.casefold() for t in implied}
-    primary_key = joined.primary_tag.casefold()
+    implied, implied_keys = audience.implied_tags(joined)
     follow = reach_across or audience.audience.tag_policy == "follow_source"
+    if implied_keys <= carried and not reach_across and (not follow or carried.isdisjoint(audience.managed.keys()
+                                                                                        - implied_keys)):
+        return [], []  # the common case: nothing to do
+    primary_key = joined.primary_tag.casefold()
     journey_started = any(t in audience.primary and t != primary_key for t in carried)
     adding = [
         t for t in implied
@@ -246,11 +253,16 @@ def merge_field_differences(audience: AudienceRules, person: Person,
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     current = member.merge_fields
+    properties = person.properties
     for tag, prop, field_type in audience.merge_fields:
-        value = normalise(person.properties.get(prop), field_type)
+        raw = properties.get(prop)
+        observed = current.get(tag)
+        if raw == observed and raw.__class__ is str and 0 < len(raw) <= 63 and raw.strip() == raw \
+                and field_type != "number" and field_type != "date":
+            continue  # the common case: equal, already normalised strings (63 chars fit in 255 bytes)
+        value = normalise(raw, field_type)
         if value is None:
             continue
-        observed = current.get(tag)
         if observed != value and normalise(observed, field_type) != value:
             before[tag] = observed
             after[tag] = value

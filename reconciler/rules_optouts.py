@@ -7,7 +7,7 @@ handover's list and property writes change which streams hold the contact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from reconciler.model import Contact, HubList
@@ -20,14 +20,14 @@ from reconciler.plan import (
     STEP_OPT_OUTS_TO_HUBSPOT,
     Change,
 )
-from reconciler.rules_contacts import AudienceRules, Out, Person, is_unsubscribed_from, valid_email
+from reconciler.rules_contacts import AudienceRules, Out, People, Person, is_unsubscribed_from, valid_email
 from reconciler.rules_lists import list_write
 from reconciler.settings import Config, Handover
 
 # -- R11 Opt-outs to HubSpot ------------------------------------------------------------------
 
 
-def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], people: dict[str, Person]) -> None:
+def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], people: People) -> None:
     """R11: members whose status is in `to_hubspot.statuses` are unsubscribed in HubSpot.
 
     Marks every person it unsubscribes (`unsubscribed_by_r11`) so that R4 treats it as opted out
@@ -65,7 +65,7 @@ def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], pe
                     f"{reason}: unsubscribe from {config.subscription_name(sid)}", STEP_OPT_OUTS_TO_HUBSPOT, contact_id,
                 ))
             if unsubscribed and not person.unsubscribed_by_r11:
-                people[email] = replace(person, unsubscribed_by_r11=f"R11 from audience {audience.name}")
+                people[email] = person._replace(unsubscribed_by_r11=f"R11 from audience {audience.name}")
 
 
 def _create_contact(out: Out, email: str, reason: str, audience: str) -> Person:
@@ -117,7 +117,7 @@ def source_list_name(audience: AudienceRules, tags: tuple[str, ...], person: Per
 
 
 def handovers(
-    out: Out, rules: list[AudienceRules], people: dict[str, Person], critical: frozenset[str],
+    out: Out, rules: list[AudienceRules], people: People, critical: frozenset[str],
     lists: Mapping[str, HubList],
 ) -> Handed:
     """R12 for every audience, config order. Updates `people` to HubSpot as it will be after the
@@ -179,7 +179,7 @@ def _hand_over_in_hubspot(
     if not (joined or left or properties):
         return person
     merged: dict[str, Any] = {**person.properties, **properties}
-    return replace(person, lists=(person.lists | joined) - left, properties=merged)
+    return person._replace(lists=(person.lists | joined) - left, properties=merged)
 
 
 def _handover_properties(
