@@ -46,8 +46,10 @@ def main(argv: list[str]) -> int:
         else:
             code = run()
     seconds = time.perf_counter() - started
-    maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    Path(report_path).write_text(json.dumps({"exit": code, "seconds_in_process": seconds, "maxrss_kb": maxrss_kb}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    Path(report_path).write_text(json.dumps({"exit": code, "seconds_in_process": seconds,
+                                             "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                                             "maxrss_kb": usage.ru_maxrss}))  # kilobytes on Linux
     return 0
 
 
