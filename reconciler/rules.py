@@ -1,8 +1,9 @@
 """From one snapshot to the plan (SPEC §4): `build_plan` runs the rules in their order of dependence.
 
 Pure: Config + Snapshot + Memory in, Plan out; no I/O. The rules themselves live in rules_contacts
-(R1–R4 resolution), rules_optouts (R11, R12), rules_members (R2 archive, R4–R10, R13, R16) and
-rules_lists (R14, clean-up); this module only sequences them and counts what was observed.
+(R1–R4 resolution), rules_tag_rules (R3 tag_rules), rules_optouts (R11, R12), rules_members (R2
+archive, R4–R10, R13, R16) and rules_lists (R14, clean-up); this module sequences them and counts
+what was observed.
 """
 
 from __future__ import annotations

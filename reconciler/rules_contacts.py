@@ -7,13 +7,12 @@ every audience; each audience's configuration is compiled once into `AudienceRul
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 from reconciler.model import AudienceState, Contact, Snapshot, is_valid_email
 from reconciler.plan import Change, Report
-from reconciler.settings import Audience, Config, Handover, Source, TagRule
+from reconciler.rules_tag_rules import is_true, tag_for
+from reconciler.settings import Audience, Config, Handover, Source
 
 @dataclass
 class Out:
@@ -68,14 +67,10 @@ def _id_order(contact: Contact) -> tuple[int, int, str]:
     return (0, int(contact.id), "") if contact.id.isdigit() else (1, 0, contact.id)
 
 
-def _is_true(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
-
-
 def single_person(email: str, contact: Contact) -> Person:
     """The common case of R1: one contact per email (no sorting, no unions)."""
     return Person(email, (contact,), contact.lists, contact.properties, contact.unsubscribed,
-                  contact.opted_out_of_all or _is_true(contact.properties.get("hs_email_optout")))
+                  contact.opted_out_of_all or is_true(contact.properties.get("hs_email_optout")))
 
 
 def person_of(email: str, contacts: Iterable[Contact]) -> Person:
@@ -88,7 +83,7 @@ def person_of(email: str, contacts: Iterable[Contact]) -> Person:
         frozenset().union(*(c.lists for c in ordered)),
         ordered[0].properties,
         frozenset().union(*(c.unsubscribed for c in ordered)),
-        any(c.opted_out_of_all or _is_true(c.properties.get("hs_email_optout")) for c in ordered),
+        any(c.opted_out_of_all or is_true(c.properties.get("hs_email_optout")) for c in ordered),
     )
 
 
@@ -190,7 +185,7 @@ def is_unsubscribed_from(person: Person, sid: str) -> bool:
     prop = "hs_email_optout_" + sid
     for contact in person.contacts:
         value = contact.properties.get(prop)
-        if value is not None and _is_true(value):
+        if value is not None and is_true(value):
             return True
     return False
 
@@ -335,73 +330,3 @@ def why_no_stream(rules: AudienceRules, person: Person | None) -> str:
         return "R9 no source list holds the contact"
     parts = [f"stream {s.name} by {s.exclusion_label(person.lists)}" for s in held]
     return "R9 excluded from every stream holding it: " + "; ".join(parts)
-
-
-# -- tag_rules (R3) ---------------------------------------------------------------------------
-
-
-def tag_for(source: Source, properties: Mapping[str, Any]) -> str:
-    """The first matching `tag_rules` entry replaces the source's `tag`."""
-    for rule in source.tag_rules:
-        if rule_matches(rule, properties.get(rule.property)):
-            return rule.tag
-    return source.tag
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-@lru_cache(maxsize=256)
-def _constant_decimal(value: Any) -> Decimal | None:
-    """A config value as a decimal, converted once (tag rules run once per contact)."""
-    return _decimal(value)
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
-
-
-def rule_matches(rule: TagRule, actual: Any) -> bool:
-    """SPEC §3: gt/gte/lt/lte compare as decimals (null or non-numeric: false); eq/ne/in compare
-    as decimals when both sides are numbers, otherwise as trimmed text (case-sensitive)."""
-    op, expected = rule.op, rule.value
-    if op == "is_set":
-        is_set = _text(actual) != ""
-        return is_set if expected is None or expected is True else is_set == _truthy(expected)
-    if op in ("gt", "gte", "lt", "lte"):
-        if actual is None:
-            return False
-        left, right = _decimal(actual), _constant_decimal(expected)
-        if left is None or right is None:
-            return False
-        return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
-    if op in ("in", "not_in"):
-        values = expected if isinstance(expected, (list, tuple)) else (expected,)
-        found = any(_equal(actual, v) for v in values)
-        return found if op == "in" else not found
-    if op == "eq":
-        return _equal(actual, expected)
-    if op == "ne":
-        return not _equal(actual, expected)
-    return False
-
-
-def _truthy(value: Any) -> bool:
-    return _is_true(value) or value == 1
-
-
-def _equal(actual: Any, expected: Any) -> bool:
-    if actual is None:
-        return expected is None
-    left, right = _decimal(actual), _decimal(expected)
-    if left is not None and right is not None:
-        return left == right
-    return _text(actual) == _text(expected)
-

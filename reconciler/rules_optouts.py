@@ -125,6 +125,8 @@ def handovers(
     handed = Handed()
     for audience in rules:
         decided = handed.emails.setdefault(audience.name, set())
+        if not audience.handovers:
+            continue
         for email, member in audience.state.members.items():
             if member.status == "archived":
                 continue
