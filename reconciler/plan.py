@@ -185,7 +185,11 @@ class Plan:
     changes: tuple[Change, ...]
     reports: tuple[Report, ...] = ()
     audiences: tuple[str, ...] = ()  # the audience names this plan covers
-    observed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # counts
+    # counts: {"contacts": n, "lists": {id: {name, processing_type, size}},
+    #          "audiences": {name: {"list_id": id, "members": {status: n}}}}
+    observed: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # what R17's percentages are of: {"audiences": {name: non-archived members},
+    #   "lists": {id: size, for lists with removals}, "members": non-archived members of all}
     safety_bases: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # audience name -> Mailchimp list id, for the audiences this plan covers (Mailchimp changes
     # target the audience name; the engine and `simulate` map it to the list).
