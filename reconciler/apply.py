@@ -18,6 +18,7 @@ from reconciler.model import OPTED_OUT_STATUSES
 from reconciler.plan import (
     STEP_HANDOVER_HUBSPOT,
     STEP_HANDOVER_MAILCHIMP,
+    STEP_OPT_OUTS_CREATE_CONTACTS,
     STEP_OPT_OUTS_TO_HUBSPOT,
     Change,
     Plan,
@@ -133,7 +134,7 @@ class Applier:
             pairs.append((outcome, detail or None))
             self.outcomes.append(Outcome(change, outcome, detail))
             if outcome != APPLIED:
-                if change.step == STEP_OPT_OUTS_TO_HUBSPOT:
+                if change.step in (STEP_OPT_OUTS_CREATE_CONTACTS, STEP_OPT_OUTS_TO_HUBSPOT):
                     self._failed_opt_outs.add(change.email)
                 if change.step == STEP_HANDOVER_HUBSPOT or (change.step == STEP_HANDOVER_MAILCHIMP
                                                             and change.action == "remove_tags"):
