@@ -18,7 +18,7 @@ from reconciler.config_yaml import Document, KeyPath, problem
 
 # `reconciler/data/config.schema.json` is a symlink to the repository's `schemas/` copy, so a
 # checkout reads the one file, and a wheel (which copies the link's target) ships it as package data.
-SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "config.schema.json"
+SCHEMA_PATH = (Path(__file__).resolve().parent / "data" / "config.schema.json").resolve()
 
 _TYPE_WORDS = {
     "string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
