@@ -10,9 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from deepdiff import DeepDiff
-from deepdiff.helper import notpresent
-
 from reconciler.plan import Change, canonical_json
 from reconciler.render.mask import mask_value
 from reconciler.render.summary import shorten
@@ -72,6 +69,11 @@ def field_diffs(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Fie
 
 
 def _nested(key: str, old: Any, new: Any) -> list[FieldDiff]:
+    # Imported here: deepdiff (and the numpy it loads) costs ~0.25 s, and most plans have no
+    # nested values to show.
+    from deepdiff import DeepDiff
+    from deepdiff.helper import notpresent
+
     found = []
     for levels in DeepDiff(old, new, view="tree").values():
         for level in levels:
