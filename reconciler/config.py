@@ -39,8 +39,17 @@ def load_config(path: str | Path, env: Mapping[str, str], *, mode: str) -> tuple
     checked = resolver.resolve()
     problems.extend(resolver.problems)
     schema = SchemaChecker(doc, resolver.raw_value, lambda p: p in SECRET_PATHS)
-    problems.extend(schema.check(checked, resolver.skip_schema_error))
-    semantic_problems, warnings = SemanticChecker(doc, checked).run()
+    schema_problems = schema.check(checked, resolver.skip_schema_error)
+    problems.extend(schema_problems)
+    try:
+        semantic_problems, warnings = SemanticChecker(doc, checked).run()
+    except (TypeError, AttributeError, KeyError, ValueError):
+        # The semantic checks read values of the types the schema requires. When the schema has
+        # already reported a value of the wrong type, a check tripping over it adds nothing: the
+        # schema's lines say what to fix. Without schema problems this is a bug: let it surface.
+        if not schema_problems:
+            raise
+        semantic_problems, warnings = [], []
     problems.extend(semantic_problems)
     if problems:
         raise ConfigError(_sorted(resolver.redact(problems), doc))

@@ -34,7 +34,8 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            if not part.strip():  # an empty or blank key would vanish from the line
+            if not part.strip() or part != part.strip() or any(ch.isspace() for ch in part):
+                # a blank key would vanish from the line, and spaces would split the key path
                 part = json.dumps(part)
             text += f".{part}" if text else part
     return text or "(root)"

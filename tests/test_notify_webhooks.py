@@ -11,14 +11,13 @@ import json
 import os
 import socket
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from reconciler.cli import main
+from tests.webhook_receiver import Receiver
 from reconciler.sandbox import Sandbox
 from reconciler.sandbox.http import Request, Response
 from reconciler.sandbox.seed import load_seed
@@ -29,41 +28,6 @@ DEMO_SEED = REPO / "config" / "sandbox" / "seed.yaml"
 AUDIT = ".reconciler/audit.sqlite"
 TEAMS_PATH = "/workflows/teams-7f3c1d9e-secret-path"
 SLACK_PATH = "/services/T000/B000/slack-a81b-secret-path"
-
-
-class Receiver:
-    """A webhook endpoint on loopback that records every POST and answers `status`."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.posts: list[tuple[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.posts.append((self.path, json.loads(body)))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def bodies(self, path: str) -> list[Any]:
-        return [body for got, body in self.posts if got == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from reconciler.cli import main
+from tests.webhook_receiver import Receiver
 from reconciler.sandbox import Sandbox
 from reconciler.sandbox.seed import load_seed
 
@@ -39,37 +37,6 @@ def secret_forms(*extra: str) -> list[bytes]:
     for user in ("anystring", "apikey", "reconciler", ""):
         forms.append(base64.b64encode(f"{user}:{MAILCHIMP_KEY}".encode()).decode())
     return [form.encode() for form in forms]
-
-
-class Receiver:
-    """Webhook endpoint on loopback that keeps the raw body of every POST."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.status = 200
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                receiver.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -97,7 +64,7 @@ class Produced:
         places = list(self.streams) + [("log records", logs.encode())]
         places += [(f"file {path}", path.read_bytes()) for path in sorted(root.rglob("*"))
                    if path.is_file() and "inputs" not in path.parts]
-        places += [(f"notification {i}", body) for i, body in enumerate(receiver.bodies)]
+        places += [(f"notification {i}", body) for i, body in enumerate(receiver.raw_bodies())]
         for where, data in places:
             for secret in secrets:
                 assert secret not in data, f"{secret!r} found in {where}"
@@ -180,8 +147,8 @@ def test_no_command_or_format_leaks_a_secret(tmp_path: Path, monkeypatch: pytest
     produced.run(*sandbox_args, "--audit", "--format", "json", env=env, expect=0)
     assert (tmp_path / ".reconciler" / "sandbox-state.json").exists()
 
-    assert len(receiver.bodies) >= 6  # stale, 500, applied twice, failed twice (401s), sandbox applied
-    assert any(b"failed" in body for body in receiver.bodies)
+    assert len(receiver.posts) >= 6  # stale, 500, applied twice, failed twice (401s), sandbox applied
+    assert any(b"failed" in body for body in receiver.raw_bodies())
     searched = produced.assert_clean(tmp_path, receiver, caplog.text, secret_forms())
     assert searched > 40
     # The webhook ports are not secret, but the URLs are: no stream holds one.
