@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from reconciler.audit import AuditLog
 from reconciler.errors import DailyLimitReached, VendorError
-from reconciler.model import OPTED_OUT_STATUSES
+from reconciler.model import OPTED_OUT_STATUSES, WRITABLE_STATUSES
 from reconciler.plan import (
     STEP_HANDOVER_HUBSPOT,
     STEP_HANDOVER_MAILCHIMP,
@@ -265,10 +265,20 @@ class Applier:
         members = [NewMember(c.email, dict(c.after.get("merge_fields") or {})) for c in changes]
         results = self._by_key(changes, self.mailchimp.subscribe_members(list_id, members, status=status),
                                lambda c: c.email)
+        results = [self._existing_member(list_id, c, r) if r[0] == ALREADY else r for c, r in zip(changes, results)]
         created = [c for c, (outcome, _) in zip(changes, results) if outcome in (APPLIED, ALREADY)]
         tagged = dict(zip((c.email for c in created), self._tag_changes(
             audience, created, lambda c: dict.fromkeys(_tags_in(c.after.get("tags"))[0], True))))
         return [tagged.get(c.email, result) for c, result in zip(changes, results)]
+
+    def _existing_member(self, list_id: str, change: Change, result: tuple[str, str]) -> tuple[str, str]:
+        """A create answered "already a member": our own earlier attempt (then tag it as planned), or
+        a member that appeared since the plan was made. Only a writable member is tagged (R7): an
+        unsubscribed, cleaned or archived one is left for the next plan to decide."""
+        status = self.mailchimp.member_status(list_id, change.email)
+        if status in WRITABLE_STATUSES:
+            return result
+        return DEFERRED, f"R7 not tagged: the member already existed as {status or 'unknown'} when created; the next plan decides"
 
     def _restore_member(self, audience: str, changes: list[Change]) -> list[tuple[str, str]]:
         list_id = self.list_ids[audience]

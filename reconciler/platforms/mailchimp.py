@@ -160,6 +160,14 @@ class MailchimpClient:
             tags = self.member_tags(list_id, email)  # a member lists at most 50 tags inline
         return Member(email=email, status=status, merge_fields=dict(raw.get("merge_fields") or {}), tags=tags)
 
+    def member_status(self, list_id: str, email: str) -> str | None:
+        """The member's status (`archived` included), or None when the email is not on the audience."""
+        answer = self.session.call("GET", self._member_path(list_id, email), params={"fields": "status"},
+                                   ok=(200, 404))
+        if answer.status == 404:
+            return None
+        return str((answer.body or {}).get("status") or "") or None
+
     def member_tags(self, list_id: str, email: str) -> tuple[str, ...]:
         names: list[str] = []
         while True:
