@@ -37,6 +37,7 @@ class IO:
     stdin_isatty: bool = False
     stdout_isatty: bool = False
     stdin: TextIO | None = None
+    stderr_isatty: bool = False
     console: Console = field(init=False)
     err_console: Console = field(init=False)
 
@@ -116,19 +117,33 @@ def open_session(args: Any, config: Config, io: IO) -> Iterator[Session]:
         yield Session(config, hubspot, mailchimp, _select_audiences(config, getattr(args, "audience", None)), sandbox)
 
 
-def _progress(io: IO) -> Callable[[str, int, int | None], None]:
-    """Plain progress lines on stderr (one per step when it finishes, when not a terminal)."""
+@contextmanager
+def progress(io: IO, phase: str) -> Iterator[Callable[[str, int, int | None], None]]:
+    """Progress of a long step: bars on a terminal (stderr), plain lines when a step ends otherwise."""
+    if io.stderr_isatty:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bars = Progress(TextColumn(f"{phase}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(file=io.stderr, force_terminal=True), transient=True)
+        tasks: dict[str, Any] = {}
+
+        def show(step: str, done: int, total: int | None) -> None:
+            if step not in tasks:
+                tasks[step] = bars.add_task(step, total=total)
+            bars.update(tasks[step], completed=done, total=total)
+
+        with bars:
+            yield show
+        return
     last: dict[str, int] = {}
 
-    def report(step: str, done: int, total: int | None) -> None:
-        if total is not None and done < total:
-            return
-        if last.get(step) == done:
+    def line(step: str, done: int, total: int | None) -> None:
+        if (total is not None and done < total) or last.get(step) == done:
             return
         last[step] = done
-        io.info(f"observe: {step}: {done}" + (f"/{total}" if total is not None else ""))
+        io.info(f"{phase}: {step}: {done}" + (f"/{total}" if total is not None else ""))
 
-    return report
+    yield line
 
 
 def observe_and_plan(session: Session, memory: Memory, io: IO, *, preflight: bool = True) -> tuple[Snapshot, Plan]:
@@ -137,8 +152,9 @@ def observe_and_plan(session: Session, memory: Memory, io: IO, *, preflight: boo
 
     if preflight:
         check_live_config(session, io)
-    snapshot = observe(session.config, session.hubspot, session.mailchimp, list(session.audiences),
-                       progress=_progress(io))
+    with progress(io, "observe") as report:
+        snapshot = observe(session.config, session.hubspot, session.mailchimp, list(session.audiences),
+                           progress=report)
     plan = build_plan(session.config, snapshot, memory, session.audiences)
     return snapshot, plan
 
@@ -173,11 +189,13 @@ def read_memory(config: Config, *, retry_refused: bool = False) -> Memory:
 
 
 def engine_io(cli_io: Any) -> IO:
-    stdout = cli_io.stdout
-    isatty = getattr(stdout, "isatty", None)
-    return IO(stdout=stdout, stderr=cli_io.stderr, env=cli_io.env, stdin_isatty=bool(cli_io.stdin_isatty),
-              stdout_isatty=bool(isatty()) if callable(isatty) else False,
-              stdin=getattr(cli_io, "stdin", None) or sys.stdin)
+    def isatty(stream: Any) -> bool:
+        check = getattr(stream, "isatty", None)
+        return bool(check()) if callable(check) else False
+
+    return IO(stdout=cli_io.stdout, stderr=cli_io.stderr, env=cli_io.env, stdin_isatty=bool(cli_io.stdin_isatty),
+              stdout_isatty=isatty(cli_io.stdout), stdin=getattr(cli_io, "stdin", None) or sys.stdin,
+              stderr_isatty=isatty(cli_io.stderr))
 
 
 def _redact(args: Any, io: IO) -> bool:
@@ -386,9 +404,10 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
     render_plan(io.console, plan, redact=redact, verbose=bool(getattr(args, "verbose", False)))
     if approval is None and not _confirm(io, plan):
         raise ReconcilerError("apply cancelled at the prompt; nothing written")
-    applier = Applier(session.config, session.hubspot, session.mailchimp, audit, run_id=run_id, operator=operator,
-                      progress=lambda step, done, total: io.info(f"apply: {step}: {done}"))
-    outcomes = applier.apply(plan)
+    with progress(io, "apply") as report:
+        applier = Applier(session.config, session.hubspot, session.mailchimp, audit, run_id=run_id,
+                          operator=operator, progress=report)
+        outcomes = applier.apply(plan)
     result.counts = summarise(outcomes)
     for outcome in outcomes:
         if outcome.outcome in ("failed", "refused", "deferred"):
