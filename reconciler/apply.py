@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from reconciler.audit import AuditLog
 from reconciler.errors import DailyLimitReached, VendorError
-from reconciler.model import OPTED_OUT_STATUSES, WRITABLE_STATUSES
+from reconciler.model import OPTED_OUT_STATUSES, WRITABLE_STATUSES, Snapshot
 from reconciler.plan import (
     STEP_HANDOVER_HUBSPOT,
     STEP_HANDOVER_MAILCHIMP,
@@ -35,6 +36,15 @@ ACTION_ORDER = (
     "remove_from_list",
 )
 DEFERRED = "deferred"
+# The re-check of recent opt-outs reads from a little before the observation began, so clock
+# skew between this machine and Mailchimp cannot hide one; members already opted out then are
+# known from the snapshot and not counted.
+RECHECK_MARGIN_MINUTES = 10
+
+
+def _minutes_before(iso: str, minutes: int) -> str:
+    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return (moment - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,8 @@ class Applier:
     """Runs one plan's changes against both clients and writes the audit rows around them."""
 
     def __init__(self, config: Config, hubspot: Any, mailchimp: Any, audit: AuditLog, *, run_id: str,
-                 operator: str, progress: Callable[[str, int, int], None] | None = None) -> None:
+                 operator: str, progress: Callable[[str, int, int], None] | None = None,
+                 snapshot: Snapshot | None = None) -> None:
         self.config = config
         self.hubspot = hubspot
         self.mailchimp = mailchimp
@@ -72,6 +83,9 @@ class Applier:
         self._failed_opt_outs: set[str] = set()  # emails whose R11 change did not succeed
         self._handover_failed: set[str] = set()  # emails whose R12 HubSpot writes did not succeed
         self._created_contacts: dict[str, str] = {}  # email -> new contact id (R11 create_missing)
+        self.snapshot = snapshot  # what the plan was made from (R7's re-check compares with it)
+        self._opted_out_since: dict[str, set[str] | None] = {}  # audience -> emails opted out since then
+        self._recheck_error = ""
 
     # -- driver -------------------------------------------------------------------------------
 
@@ -125,7 +139,37 @@ class Applier:
         if step == STEP_OPT_OUTS_TO_HUBSPOT and change.action == "unsubscribe_contact" \
                 and change.email in self._failed_opt_outs:
             return "R11 deferred: the contact could not be created"
+        if change.system == "mailchimp" and change.action != "unsubscribe_member" \
+                and not (step == STEP_HANDOVER_MAILCHIMP and change.action == "remove_tags"):
+            recent = self._recent_opt_outs(change.target)
+            if recent is None:
+                return f"R7 deferred: recent opt-outs could not be re-checked ({self._recheck_error})"
+            if change.email in recent:
+                return ("R7 deferred: the member opted out in Mailchimp after the plan was observed; "
+                        "the next plan carries the opt-out to HubSpot first")
         return None
+
+    def _recent_opt_outs(self, audience: str) -> set[str] | None:
+        """Members that unsubscribed or were cleaned while the plan was made and reviewed, read once
+        per audience just before its first member write, so R7 (and R18's archive-after-opt-out)
+        hold up to the write. None when that read failed: the member writes then wait."""
+        if self.snapshot is None or not self.snapshot.observed_at or audience not in self.list_ids:
+            return set()
+        if audience not in self._opted_out_since:
+            list_id = self.list_ids[audience]
+            state = self.snapshot.audiences.get(list_id)
+            known = {e for e, m in (state.members.items() if state else ()) if m.status in OPTED_OUT_STATUSES}
+            try:
+                changed = self.mailchimp.opted_out_since(list_id, _minutes_before(self.snapshot.observed_at,
+                                                                                  RECHECK_MARGIN_MINUTES))
+            except DailyLimitReached:
+                raise
+            except VendorError as exc:
+                self._opted_out_since[audience] = None
+                self._recheck_error = str(exc)
+            else:
+                self._opted_out_since[audience] = changed - known
+        return self._opted_out_since[audience]
 
     def _record(self, changes: Sequence[Change], results: Sequence[tuple[str, str]]) -> None:
         pairs = []

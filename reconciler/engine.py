@@ -383,7 +383,7 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
     redact = _redact(args, io)
     memory = audit.memory(retry_refused=bool(getattr(args, "retry_refused", False)))
     attempts = audit.unfinished_attempts()
-    _, plan = observe_and_plan(session, memory, io)
+    snapshot, plan = observe_and_plan(session, memory, io)
     result.plan_checksum = plan.checksum
     if attempts:
         planned = {change_key(c) for c in plan.changes}
@@ -406,7 +406,7 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
         raise ReconcilerError("apply cancelled at the prompt; nothing written")
     with progress(io, "apply") as report:
         applier = Applier(session.config, session.hubspot, session.mailchimp, audit, run_id=run_id,
-                          operator=operator, progress=report)
+                          operator=operator, progress=report, snapshot=snapshot)
         outcomes = applier.apply(plan)
     result.counts = summarise(outcomes)
     for outcome in outcomes:

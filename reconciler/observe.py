@@ -6,6 +6,8 @@ where "which lists, contacts and members does the config need" is decided, and b
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -127,6 +129,7 @@ def observe(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient, 
     ceil(A/1000) member pages, and ceil(U/100) contact reads by email for member emails that no
     source contact has. HubSpot and Mailchimp are read at the same time.
     """
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # reads reflect the vendor from here on
     report = _Progress(progress)
     selected = _selected(config, audiences)
     roles = configured_lists(config, audiences)
@@ -147,7 +150,7 @@ def observe(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient, 
     finally:
         for pool in (drivers, hs_pool, mc_pool):
             pool.shutdown(wait=True, cancel_futures=True)
-    return _snapshot(config, audiences, hub, reads)
+    return dataclasses.replace(_snapshot(config, audiences, hub, reads), observed_at=started)
 
 
 class _SourceContacts:
@@ -287,8 +290,7 @@ def _snapshot(config: Config, audiences: list[str], hub: _HubSpotRead, reads: Ma
             merge_fields={f.tag: f for f in read.merge_fields},
             members=read.members,
         )
-    observed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Snapshot(contacts=contacts, lists=lists, audiences=states, observed_at=observed_at)
+    return Snapshot(contacts=contacts, lists=lists, audiences=states)
 
 
 SUPPORTED_MERGE_TYPES = ("text", "number", "phone", "url", "date")

@@ -6,13 +6,14 @@ member that appeared since observing; an opted-out one must not be given tags (R
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
 
 from reconciler.apply import Applier
 from reconciler.audit import AuditLog
-from reconciler.model import subscriber_hash
+from reconciler.model import AudienceState, Member, Snapshot, subscriber_hash
 from reconciler.plan import MAILCHIMP, STEP_MEMBERS, Change, Plan
 from reconciler.platforms.hubspot import HubSpotClient
 from reconciler.platforms.mailchimp import MailchimpClient
@@ -77,3 +78,52 @@ def test_a_create_repeated_after_a_lost_answer_still_tags_the_member(sandbox, tm
     assert [o.outcome for o in first + second] == ["applied", "applied"]
     assert member["status"] == "subscribed"
     assert [t["name"] for t in member["tags"]] == ["Recruitment"]
+
+
+def _observed_now(email: str, status: str) -> Snapshot:
+    observed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    state = AudienceState(list_id=LIST_ID, members={email: Member(email=email, status=status)})
+    return Snapshot(audiences={LIST_ID: state}, observed_at=observed_at)
+
+
+def _update_and_tag(email: str) -> list[Change]:
+    return [
+        Change.make(MAILCHIMP, "update_member", "main", email, {"FNAME": "Ann"}, {"FNAME": "Annie"},
+                    "R6 merge fields differ (stream general, list 719)", STEP_MEMBERS, "101"),
+        Change.make(MAILCHIMP, "add_tags", "main", email, {"Volunteer": False}, {"Volunteer": True},
+                    "R6 tags missing (stream general, list 719)", STEP_MEMBERS, "101"),
+    ]
+
+
+def _apply_observed(sandbox, tmp_path: Path, changes: list[Change], snapshot: Snapshot):
+    config = _config(sandbox, tmp_path)
+    audit = AuditLog.open(str(tmp_path / "audit.sqlite"))
+    hubspot, mailchimp = HubSpotClient(config.hubspot), MailchimpClient(config.mailchimp)
+    try:
+        return Applier(config, hubspot, mailchimp, audit, run_id="r1", operator="test",
+                       snapshot=snapshot).apply(Plan(tuple(changes)))
+    finally:
+        hubspot.close()
+        mailchimp.close()
+        audit.close()
+
+
+def test_member_writes_wait_when_the_member_unsubscribed_after_the_plan_was_observed(sandbox, tmp_path: Path) -> None:
+    snapshot = _observed_now("ann@example.com", "subscribed")
+    requests.patch(f"{sandbox.mailchimp_base_url}/lists/{LIST_ID}/members/{subscriber_hash('ann@example.com')}",
+                   json={"status": "unsubscribed"}, auth=("any", sandbox.mailchimp_api_key), timeout=10).raise_for_status()
+    outcomes = _apply_observed(sandbox, tmp_path, _update_and_tag("ann@example.com"), snapshot)
+    member = _member(sandbox, "ann@example.com")
+    assert [o.outcome for o in outcomes] == ["deferred", "deferred"]
+    assert all("opted out in Mailchimp after the plan" in o.detail for o in outcomes)
+    assert member["merge_fields"]["FNAME"] == "Ann"
+    assert sorted(t["name"] for t in member["tags"]) == ["Recruitment"]
+
+
+def test_member_writes_go_ahead_when_nobody_opted_out_since(sandbox, tmp_path: Path) -> None:
+    snapshot = _observed_now("ann@example.com", "subscribed")
+    outcomes = _apply_observed(sandbox, tmp_path, _update_and_tag("ann@example.com"), snapshot)
+    member = _member(sandbox, "ann@example.com")
+    assert [o.outcome for o in outcomes] == ["applied", "applied"]
+    assert member["merge_fields"]["FNAME"] == "Annie"
+    assert sorted(t["name"] for t in member["tags"]) == ["Recruitment", "Volunteer"]

@@ -112,11 +112,15 @@ class MailchimpClient:
             if not page or len(out) >= int(body.get("total_items") or 0):
                 return out
 
-    def member_page(self, list_id: str, offset: int, status: str | None = None) -> tuple[list[Member], int]:
-        """One page (≤ 1,000) of members, trimmed to what the model needs, and `total_items`."""
+    def member_page(self, list_id: str, offset: int, status: str | None = None,
+                    since: str | None = None) -> tuple[list[Member], int]:
+        """One page (≤ 1,000) of members, trimmed to what the model needs, and `total_items`;
+        with `since` (ISO-8601), only members changed since then."""
         params: dict[str, Any] = {"count": MEMBER_PAGE, "offset": offset, "fields": MEMBER_FIELDS}
         if status:
             params["status"] = status
+        if since:
+            params["since_last_changed"] = since
         body = self.session.call("GET", f"/lists/{list_id}/members", params=params).body or {}
         members = [self._member(list_id, raw, status) for raw in body.get("members") or []]
         return members, int(body.get("total_items") or 0)
@@ -142,6 +146,20 @@ class MailchimpClient:
             if progress:
                 progress(done, total)
         return out
+
+    def opted_out_since(self, list_id: str, since: str) -> set[str]:
+        """Emails that became unsubscribed or cleaned since `since` (ISO-8601): one page each
+        when few changed, which is the usual case between a plan's observe and its writes."""
+        emails: set[str] = set()
+        for status in ("unsubscribed", "cleaned"):
+            offset, total = 0, 1
+            while offset < total:
+                page, total = self.member_page(list_id, offset, status, since=since)
+                if not page:
+                    break
+                emails.update(m.email for m in page)
+                offset += len(page)
+        return emails
 
     def all_members(self, list_id: str, *, executor: Executor | None = None) -> dict[str, Member]:
         """Live and archived members by email. Archived ones are read with `status=archived` because
