@@ -25,7 +25,7 @@ from reconciler.plan import (
     Plan,
 )
 from reconciler.platforms.mailchimp import NewMember
-from reconciler.platforms.results import ALREADY, APPLIED, FAILED, REFUSED, WriteResult
+from reconciler.platforms.results import ALREADY, APPLIED, FAILED, WriteResult
 from reconciler.settings import Config
 
 # Within one R18 step, the order in which action groups run (create a contact before its
@@ -52,10 +52,6 @@ class Outcome:
     change: Change
     outcome: str  # applied | refused | failed | deferred ("already" is recorded as applied)
     detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == APPLIED
 
 
 def _tags_in(value: Any) -> tuple[list[str], list[str]]:
@@ -350,4 +346,4 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, int]:
     return dict(counts)
 
 
-__all__ = ["Applier", "Outcome", "summarise", "REFUSED", "DEFERRED"]
+__all__ = ["Applier", "Outcome", "summarise", "DEFERRED"]

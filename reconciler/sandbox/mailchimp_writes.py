@@ -11,7 +11,6 @@ import re
 from typing import Any, Mapping
 
 from reconciler.sandbox import mailchimp_errors as err
-from reconciler.sandbox.mailchimp_errors import Problem
 from reconciler.sandbox.mailchimp_state import COMPLIANCE_STATUSES, Audience, MailchimpState, Member, subscriber_hash
 
 WRITABLE = {
