@@ -15,6 +15,7 @@ MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transact
 WRITABLE_STATUSES = frozenset({"subscribed", "pending", "transactional"})  # R6
 OPTED_OUT_STATUSES = frozenset({"unsubscribed", "cleaned"})  # R7
 PROCESSING_TYPES = ("MANUAL", "SNAPSHOT", "DYNAMIC")
+WRITABLE_LIST_TYPES = frozenset({"MANUAL", "SNAPSHOT"})  # R14
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -64,8 +65,9 @@ class HubList:
 
     @property
     def writable(self) -> bool:
-        """R14: DYNAMIC lists are never written."""
-        return self.processing_type != "DYNAMIC"
+        """R14: DYNAMIC lists are never written, and neither is a list whose `processingType` is
+        missing or unknown: only MANUAL and SNAPSHOT lists are known to accept membership writes."""
+        return self.processing_type in WRITABLE_LIST_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,10 @@ class AudienceState:
     double_optin: bool = False
     merge_fields: Mapping[str, MergeField] = field(default_factory=lambda: _EMPTY)  # by tag
     members: Mapping[str, Member] = field(default_factory=lambda: _EMPTY)  # by email
+    # True for an audience of the config that the run does not plan (`--audience` chose another):
+    # only its opted-out (unsubscribed, cleaned) members were read, so that a Mailchimp opt-out
+    # keeps the person out of every audience of the config.
+    opt_outs_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,11 @@ class Snapshot:
     lists: Mapping[str, HubList] = field(default_factory=lambda: _EMPTY)  # by list id
     audiences: Mapping[str, AudienceState] = field(default_factory=lambda: _EMPTY)  # by list id
     observed_at: str = ""  # ISO-8601 UTC
+    # R8 evidence of consent: email -> ids of the subscriptions the HubSpot contact is explicitly
+    # SUBSCRIBED to (Communication Preferences status). Read only for restore candidates (archived
+    # members of an audience with `restore_archived`, whose email a source contact holds, with no
+    # evidence in the audit log); an email absent here was not read or has no such status.
+    consent: Mapping[str, frozenset[str]] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +136,16 @@ class Memory:
 
     `refusals`: (mailchimp list id, email) -> the latest refusal not followed by a success.
     `archived_by_us`: (mailchimp list id, email) -> the status the member had when this product
-    archived it (R8 with `pending` only restores members archived while subscribed or pending).
+    archived it, present only while that archive is the latest recorded word on the member (a
+    later restore, create, R4/R11 unsubscribe, or an archive or opt-out by anyone else removes it).
+    R8 restores without HubSpot consent only members archived while subscribed or pending.
+    `opted_out`: email -> why the product knows this person opted out in Mailchimp (an R11
+    unsubscribe it planned, or an archive of an unsubscribed or cleaned member). Such a person
+    is kept out of every audience of the config on every later run, even once the member is
+    archived and Mailchimp no longer shows the opt-out, until HubSpot reflects it.
     """
 
     refusals: Mapping[tuple[str, str], Refusal] = field(default_factory=lambda: _EMPTY)
     archived_by_us: Mapping[tuple[str, str], str] = field(default_factory=lambda: _EMPTY)
+    opted_out: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     retry_refused: bool = False  # --retry-refused: ignore remembered refusals
