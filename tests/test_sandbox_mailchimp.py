@@ -222,6 +222,7 @@ def test_status_if_new_is_ignored_for_existing_members(mc: Client) -> None:
 
 
 def test_status_overwrites_and_compliance_refuses_resubscribe(mc: Client) -> None:
+    # bob@ is a seeded unsubscribe (by himself, the default), carl@ is cleaned
     for email in ("bob@example.com", "carl@example.com"):
         for method in ("put", "patch"):
             reply = getattr(mc, method)(f"{MEMBERS}/{md5(email)}", json={"email_address": email, "status": "subscribed"})
@@ -230,7 +231,10 @@ def test_status_overwrites_and_compliance_refuses_resubscribe(mc: Client) -> Non
         assert mc.get(f"{MEMBERS}/{md5(email)}").body["status"] != "subscribed"
     # pending (a confirmation email) is the allowed way back
     assert mc.patch(f"{MEMBERS}/bob@example.com", json={"status": "pending"}).body["status"] == "pending"
-    assert mc.patch(f"{MEMBERS}/ann@example.com", json={"status": "unsubscribed"}).body["status"] == "unsubscribed"
+    unsubscribed = mc.patch(f"{MEMBERS}/ann@example.com", json={"status": "unsubscribed"}).body
+    assert unsubscribed["status"] == "unsubscribed" and unsubscribed["unsubscribe_reason"] == "N/A (Unsubscribed by admin)"
+    # unsubscribed through the API: Mailchimp lets the API subscribe it again
+    assert mc.put(f"{MEMBERS}/ann@example.com", json={"email_address": "ann@example.com", "status": "subscribed"}).body["status"] == "subscribed"
 
 
 def test_put_create_without_any_status_is_400(mc: Client) -> None:
@@ -280,36 +284,47 @@ def test_malformed_json_is_400(mc: Client) -> None:
 # -- archive, restore, permanent delete --------------------------------------------------------
 
 
-def test_delete_archives_and_repeats(mc: Client) -> None:
+def test_delete_archives_and_a_repeat_is_405(mc: Client) -> None:
     url = f"{MEMBERS}/{md5('ann@example.com')}"
     first = mc.delete(url)
     assert first.status == 204 and first.raw == b"" and first.mutated is True
     assert mc.get(url).body["status"] == "archived"
-    again = mc.delete(url)
-    assert again.status == 204 and again.mutated is False
+    body = assert_problem(mc.delete(url), 405, "Method Not Allowed")
+    assert body["detail"] == "This list member cannot be removed. Can not archive a contact that is bounced, pending or archived"
+    assert mc.get(url).body["status"] == "archived"
     assert_problem(mc.delete(f"{MEMBERS}/{md5('ghost@example.com')}"), 404, "Resource Not Found")
-    strict = make_client(seed(), SandboxOptions(variants={"mailchimp_delete_archived": "404"}))
-    assert strict.delete(url).status == 204
-    assert_problem(strict.delete(url), 404, "Resource Not Found")
+    for variant, status in (("204", 204), ("404", 404)):
+        kind = make_client(seed(), SandboxOptions(variants={"mailchimp_delete_archived": variant}))
+        assert kind.delete(url).status == 204
+        again = kind.delete(url)
+        assert again.status == status and again.mutated is False
 
 
-def test_delete_of_compliance_member_405_only_with_variant(mc: Client) -> None:
+def test_delete_of_pending_and_cleaned_is_405_and_unsubscribed_archives(mc: Client) -> None:
+    mc.put(f"{MEMBERS}/pat@example.com", json={"email_address": "pat@example.com", "status_if_new": "pending", "merge_fields": {"LNAME": "P"}})
+    for email in ("pat@example.com", "carl@example.com"):
+        reply = mc.delete(f"{MEMBERS}/{email}")
+        assert "bounced, pending or archived" in assert_problem(reply, 405, "Method Not Allowed")["detail"]
+        assert reply.mutated is False
     assert mc.delete(f"{MEMBERS}/bob@example.com").status == 204
     strict = make_client(seed(), SandboxOptions(variants={"mailchimp_delete_compliance_405": True}))
     body = assert_problem(strict.delete(f"{MEMBERS}/bob@example.com"), 405, "Method Not Allowed")
     assert body["detail"] == "This list member cannot be removed.  Please contact support."
+    assert strict.delete(f"{MEMBERS}/ann@example.com").status == 204
 
 
 def test_restoring_archived_members(mc: Client) -> None:
     # arch@ was subscribed before its archive: an explicit status restores it
     assert mc.put(f"{MEMBERS}/arch@example.com", json={"email_address": "arch@example.com", "status": "subscribed"}).body["status"] == "subscribed"
-    # an unsubscribed member archived cannot come back as subscribed, by status or status_if_new
+    # bob@ unsubscribed himself (a seeded unsubscribe): archived, he cannot come back as subscribed
     assert mc.delete(f"{MEMBERS}/bob@example.com").status == 204
     for field in ("status", "status_if_new"):
         reply = mc.put(f"{MEMBERS}/bob@example.com", json={"email_address": "bob@example.com", field: "subscribed"})
         assert_problem(reply, 400, "Member In Compliance State")
     assert mc.get(f"{MEMBERS}/bob@example.com").body["status"] == "archived"
-    assert mc.patch(f"{MEMBERS}/bob@example.com", json={"status": "unsubscribed"}).body["status"] == "unsubscribed"
+    back = mc.patch(f"{MEMBERS}/bob@example.com", json={"status": "unsubscribed"}).body
+    assert back["status"] == "unsubscribed" and back["unsubscribe_reason"] == ""  # still his own unsubscribe
+    assert_problem(mc.patch(f"{MEMBERS}/bob@example.com", json={"status": "subscribed"}), 400, "Member In Compliance State")
 
 
 def test_status_if_new_unarchive_variant() -> None:

@@ -150,6 +150,10 @@ def test_every_served_operation_matches_the_openapi_file(spec: dict[str, Any], r
     ok("GET", member, f"{MEMBERS}/{md5('ghost@example.com')}", 404)
     ok("PUT", member, f"{MEMBERS}/{bob}", 400, json={"email_address": "bob@example.com", "status": "subscribed"})
     ok("PATCH", member, f"{MEMBERS}/{ann}", 400, json={"merge_fields": {"NOPE": 1}})
+    refused = ok("DELETE", member, f"{MEMBERS}/{md5('dana@example.com')}", 405)  # archived already
+    assert refused["title"] == "Method Not Allowed" and "bounced, pending or archived" in refused["detail"]
+    unsubscribed = ok("PATCH", member, f"{MEMBERS}/{ann}", json={"status": "unsubscribed"})
+    assert unsubscribed["unsubscribe_reason"] == "N/A (Unsubscribed by admin)"
     ok("GET", "/3.0/ping", "/3.0/ping", 401, auth=None)
     ok("GET", "/3.0/lists/{list_id}/members", MEMBERS, 400, params={"count": 5000})
 

@@ -2,21 +2,37 @@
 limit and problem documents; what the sandbox server calls through the VendorApi protocol.
 
 Handlers live in mailchimp_members.py / mailchimp_lists.py, state in mailchimp_state.py, rules in
-mailchimp_writes.py. Choices made where the reference sheet says [UNCONFIRMED], and the
-`SandboxOptions.variants` switch giving the other answer:
+mailchimp_writes.py and mailchimp_compliance.py. The vendor behaviour modelled where it matters
+(by default the recorded, unkind answer a client must never count on being kinder), the choices
+made where the reference sheet says [UNCONFIRMED], and the `SandboxOptions.variants` switch
+giving the other answer:
 
 - GET members without `status` leaves archived members out; `status=archived` lists them.
   Variant `mailchimp_archived_in_unfiltered_list: True` includes them.
-- DELETE of an already archived member: 204 (idempotent). `mailchimp_delete_archived: "404"`.
-  A never-seen or permanently deleted member: 404 either way.
-- DELETE of an unsubscribed/cleaned member archives it (204); the recorded 405 "This list member
-  cannot be removed.  Please contact support." has no known trigger.
-  `mailchimp_delete_compliance_405: True` answers that 405 for unsubscribed/cleaned members.
+- Unsubscribe provenance (reference, facts added after review): each member records who
+  unsubscribed it, `unsubscribed_by` self | admin | api (a seeded unsubscribe defaults to self; an
+  unsubscribe through the API, including a create as unsubscribed, is api) and keeps it through an
+  archive and the state file. A move to `subscribed` (PUT/PATCH `status`, or a restore of an
+  archived member) is refused 400 Member In Compliance State for a self-unsubscribed or cleaned
+  member (or one archived while it was), and succeeds for an admin- or API-unsubscribed one.
+  `unsubscribe_reason` shows "N/A (Unsubscribed by an admin)" (admin), "N/A (Unsubscribed by
+  admin)" (API) or the person's own reason (self; the seed's, blank if none): both "admin"
+  spellings are recorded, so a client cannot rely on the text.
+  `mailchimp_refuse_all_unsubscribed: True` refuses every unsubscribed member, admin-made or not.
+- A move to `pending` from a compliance state is allowed (the reported way back; it sends a
+  confirmation email, counted in `MailchimpState.confirmations`). A member already pending set
+  to pending again sends none. `mailchimp_refuse_pending_from_compliance: True` refuses it too.
+- DELETE (archive) of a pending, cleaned or already archived member: 405 Method Not Allowed,
+  "This list member cannot be removed. Can not archive a contact that is bounced, pending or
+  archived" (reference). Subscribed, unsubscribed and transactional members archive (204).
+  `mailchimp_delete_archived: "204"` makes an archived member's DELETE an idempotent no-op, "404"
+  a 404. `mailchimp_delete_compliance_405: True` also refuses unsubscribed members, with the
+  older recorded 405 "This list member cannot be removed.  Please contact support." (trigger
+  unknown). A never-seen or permanently deleted member: 404 either way.
 - An archived member is restored by PUT/PATCH with `status`, and also by PUT with only
-  `status_if_new` (treated as a re-add). `mailchimp_status_if_new_unarchives: False` keeps it
-  archived. Restoring to `subscribed` is refused (Member In Compliance State) when the status
-  before the archive was unsubscribed or cleaned. Every `unsubscribed` counts as a compliance
-  state, admin-made or not.
+  `status_if_new` (treated as a re-add; the reference now records that it does not unarchive,
+  this default is the riskier answer for clients). `mailchimp_status_if_new_unarchives: False`
+  keeps it archived. The compliance rule above applies to what the member was before the archive.
 - `count` > 1000: 400 Invalid Resource. `mailchimp_count_over_max: "clamp"` serves 1000.
 - Batch subscribe over 500 members: 400 Invalid Resource. `mailchimp_batch_over_limit:
   "truncate"` processes the first 500. Compliance refusals there are `ERROR_GENERIC` entries;

@@ -15,9 +15,14 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
-# Statuses from which Mailchimp refuses a move to `subscribed` (reference §5.1): all unsubscribes
-# count, admin or not, because the reference recommends treating them as opt-outs.
+# Statuses from which Mailchimp may refuse a move to `subscribed` (reference §5.1): cleaned always,
+# unsubscribed when the person unsubscribed themselves (mailchimp_compliance.py decides).
 COMPLIANCE_STATUSES = frozenset({"unsubscribed", "cleaned"})
+UNSUBSCRIBED_BY = ("self", "admin", "api")  # who unsubscribed a member (the seed's `unsubscribed_by`)
+# `unsubscribe_reason` of a member unsubscribed by the account: both spellings are recorded, with no
+# documented rule for which; the app gets one, the API the other. A person's own reason is free text.
+UNSUBSCRIBE_REASONS = {"admin": "N/A (Unsubscribed by an admin)", "api": "N/A (Unsubscribed by admin)"}
+ARCHIVABLE_FROM = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
 MERGE_TYPES = ("text", "number", "address", "phone", "date", "url", "imageurl", "radio", "dropdown", "birthday", "zip")
 DEFAULT_MERGE_FIELDS = (("FNAME", "text"), ("LNAME", "text"), ("ADDRESS", "address"), ("PHONE", "phone"))
 
@@ -54,6 +59,9 @@ class Member:
     timestamp_opt: str = ""
     unsubscribed_at: str = ""
     unsubscribe_reason: str = ""
+    # Who unsubscribed it (self | admin | api) while it is unsubscribed, or archived from
+    # unsubscribed; "" otherwise. Decides whether the API may subscribe it again.
+    unsubscribed_by: str = ""
     status_before_archive: str = ""  # what an archived member was, for the restore rule
     email_type: str = "html"
     language: str = ""
@@ -231,13 +239,15 @@ class MailchimpState:
         if unknown:
             raise ValueError(f"{where}.merge_fields: {', '.join(sorted(unknown))} not defined on audience {audience.id}")
         changed = str(raw.get("last_changed") or now)
+        before = _seed_before_archive(raw, status, where)
+        unsubscribed = status == "unsubscribed" or before == "unsubscribed"
+        by = _seed_unsubscribed_by(raw, unsubscribed, where)
         member = Member(
             email=email, status=status, merge_fields=merge, tags={}, web_id=self.new_web_id(),
             last_changed=changed, timestamp_opt=changed if status == "subscribed" else "",
-            unsubscribed_at=changed if status == "unsubscribed" else "",
-            unsubscribe_reason=str(raw.get("unsubscribe_reason", "")),
-            status_before_archive=str(raw.get("status_before_archive", "subscribed")) if status == "archived" else "",
-            source="Import",
+            unsubscribed_at=changed if unsubscribed else "",
+            unsubscribe_reason=str(raw.get("unsubscribe_reason") or UNSUBSCRIBE_REASONS.get(by, "")) if unsubscribed else "",
+            unsubscribed_by=by, status_before_archive=before, source="Import",
         )
         audience.members[key] = member
         for name in raw.get("tags") or []:
@@ -285,12 +295,38 @@ class MailchimpState:
                 audience.add_tag(Tag(t["id"], t["name"], t["created_at"], t["updated_at"]))
             for m in raw["members"]:
                 member = Member(**{**m, "tags": {int(k): v for k, v in m["tags"]}})
+                if not member.unsubscribed_by and "unsubscribed" in (member.status, member.status_before_archive):
+                    member.unsubscribed_by = "self"  # a state file from before provenance: the safe reading
                 key = subscriber_hash(member.email)
                 audience.members[key] = member
                 for tag_id in member.tags:
                     audience.tags[tag_id].members.add(key)
             state.audiences[audience.id] = audience
         return state
+
+
+def _seed_before_archive(raw: Mapping[str, Any], status: str, where: str) -> str:
+    """An archived seed member's `status_before_archive` (default subscribed); others have none."""
+    if status != "archived":
+        if raw.get("status_before_archive") is not None:
+            raise ValueError(f"{where}.status_before_archive: only an archived member has one (status is {status!r})")
+        return ""
+    before = str(raw.get("status_before_archive") or "subscribed")
+    if before not in ARCHIVABLE_FROM:
+        raise ValueError(f"{where}.status_before_archive: {before!r} is not one of {', '.join(ARCHIVABLE_FROM)}")
+    return before
+
+
+def _seed_unsubscribed_by(raw: Mapping[str, Any], unsubscribed: bool, where: str) -> str:
+    """`unsubscribed_by` of a seed member: self | admin | api, default self, only when unsubscribed."""
+    given = raw.get("unsubscribed_by")
+    if given is None:
+        return "self" if unsubscribed else ""
+    if not unsubscribed:
+        raise ValueError(f"{where}.unsubscribed_by: only an unsubscribed member (or one archived from unsubscribed) has one")
+    if given not in UNSUBSCRIBED_BY:
+        raise ValueError(f"{where}.unsubscribed_by: {given!r} is not one of {', '.join(UNSUBSCRIBED_BY)}")
+    return str(given)
 
 
 def _member_json(member: Member) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import re
 from typing import Any, Mapping
 
 from reconciler.sandbox import mailchimp_errors as err
-from reconciler.sandbox.mailchimp_state import COMPLIANCE_STATUSES, Audience, MailchimpState, Member, subscriber_hash
+from reconciler.sandbox.mailchimp_compliance import check_archivable, new_unsubscribed, set_status
+from reconciler.sandbox.mailchimp_state import Audience, MailchimpState, Member, subscriber_hash
 
 WRITABLE = {
     "POST": ("subscribed", "unsubscribed", "cleaned", "pending", "transactional"),
@@ -20,7 +21,6 @@ WRITABLE = {
 }
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 HASH = re.compile(r"^[0-9a-f]{32}$")
-ADMIN_UNSUBSCRIBE = "N/A (Unsubscribed by an admin)"
 DATE = re.compile(r"^(\d{4}[-/]\d{2}[-/]\d{2}|\d{2}-\d{2}-\d{4}|\d{2}/\d{2}/\d{4})$")
 BIRTHDAY = re.compile(r"^\d{2}/\d{2}$")
 ANYOF = "Data did not match any of the schemas described in anyOf."
@@ -122,27 +122,6 @@ def missing_required(audience: Audience, merge: Mapping[str, Any]) -> list[dict[
     ]
 
 
-def set_status(state: MailchimpState, member: Member, target: str) -> bool:
-    """Move a member to `target`, refusing what Mailchimp refuses (reference §5)."""
-    current = member.status
-    if target == current:
-        return False
-    effective = member.status_before_archive if current == "archived" else current
-    if target == "subscribed" and effective in COMPLIANCE_STATUSES:
-        raise err.compliance(member.email)
-    now = state.now()
-    member.status = target
-    member.status_before_archive = ""
-    if target == "pending":
-        state.confirmations[member.email.lower()] += 1
-    if target == "subscribed":
-        member.timestamp_opt = now
-    if target == "unsubscribed":
-        member.unsubscribed_at = now
-        member.unsubscribe_reason = ADMIN_UNSUBSCRIBE
-    return True
-
-
 def write_member(
     state: MailchimpState,
     audience: Audience,
@@ -194,7 +173,7 @@ def write_member(
         if initial == "pending":
             state.confirmations[email.lower()] += 1
         if initial == "unsubscribed":
-            member.unsubscribed_at, member.unsubscribe_reason = now, ADMIN_UNSUBSCRIBE
+            new_unsubscribed(state, member)
         for name, value in extras.items():
             setattr(member, name, value)
         audience.members[key] = member
@@ -210,7 +189,7 @@ def write_member(
         # [UNCONFIRMED] whether status_if_new alone un-archives; default yes (the riskier answer).
         if variants.get("mailchimp_status_if_new_unarchives", True):
             target = status_if_new
-    changed = set_status(state, member, target) if target is not None else False
+    changed = set_status(state, member, target, variants) if target is not None else False
     if merge:
         if variants.get("mailchimp_merge_fields_replace"):
             updated = dict(merge)
@@ -252,16 +231,14 @@ def _extras(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def archive_member(state: MailchimpState, audience: Audience, ref: str, variants: Mapping[str, Any]) -> bool:
-    """DELETE: archive. Already archived: 204 by default, 404 with variant mailchimp_delete_archived='404'."""
+    """DELETE: archive, keeping what the member was (and who unsubscribed it) for a later restore.
+
+    Pending, cleaned and archived members are refused with 405 (mailchimp_compliance.check_archivable)."""
     _key, member = resolve(audience, ref)
     if member is None:
         raise err.not_found()
-    if member.status == "archived":
-        if str(variants.get("mailchimp_delete_archived", "204")) == "404":
-            raise err.not_found()
+    if not check_archivable(member, variants):
         return False
-    if variants.get("mailchimp_delete_compliance_405") and member.status in COMPLIANCE_STATUSES:
-        raise err.method_not_allowed("This list member cannot be removed.  Please contact support.")
     member.status_before_archive = member.status
     member.status = "archived"
     member.last_changed = state.now()
