@@ -17,6 +17,7 @@ from reconciler.audit import AuditLog
 from reconciler.errors import DailyLimitReached, VendorError
 from reconciler.model import OPTED_OUT_STATUSES, WRITABLE_STATUSES, Snapshot
 from reconciler.plan import (
+    MAILCHIMP,
     STEP_HANDOVER_HUBSPOT,
     STEP_HANDOVER_MAILCHIMP,
     STEP_OPT_OUTS_CREATE_CONTACTS,
@@ -40,6 +41,15 @@ DEFERRED = "deferred"
 # skew between this machine and Mailchimp cannot hide one; members already opted out then are
 # known from the snapshot and not counted.
 RECHECK_MARGIN_MINUTES = 10
+# Writes left undone because that re-check could not be read: the apply is partial (exit 5).
+RECHECK_FAILED = "R7 deferred: recent opt-outs could not be re-checked"
+# Changes a compliance officer counts on (SPEC R2, R4): one that did not end applied, for whatever
+# reason (deferred, refused, failed), makes the apply partial, never a quiet success.
+COMPLIANCE_CRITICAL = frozenset({("R2", "archive_member"), ("R2", "unsubscribe_member"), ("R4", "unsubscribe_member")})
+# R16: what counts against `member_cap`, what frees room in it and what fills it.
+CAP_COUNTED = ("subscribed", "pending")
+CAP_FREEING = ("archive_member", "unsubscribe_member")
+CAP_FILLING = ("restore_member", "create_member")  # restores first, as the rules plan them
 
 
 def _minutes_before(iso: str, minutes: int) -> str:
@@ -52,6 +62,16 @@ class Outcome:
     change: Change
     outcome: str  # applied | refused | failed | deferred ("already" is recorded as applied)
     detail: str = ""
+
+    @property
+    def partial(self) -> bool:
+        """Makes the apply partial (exit 5, notification `failed`): a failure; an R2 archive or
+        unsubscribe or an R4 unsubscribe left undone for any reason; a write left undone because
+        the last-moment opt-out re-check could not be read."""
+        if self.outcome == APPLIED:
+            return False
+        return (self.outcome == FAILED or (self.change.rule, self.change.action) in COMPLIANCE_CRITICAL
+                or self.detail.startswith(RECHECK_FAILED))
 
 
 def _tags_in(value: Any) -> tuple[list[str], list[str]]:
@@ -82,10 +102,15 @@ class Applier:
         self.snapshot = snapshot  # what the plan was made from (R7's re-check compares with it)
         self._opted_out_since: dict[str, set[str] | None] = {}  # audience -> emails opted out since then
         self._recheck_error = ""
+        self._unsubscribed_here: set[tuple[str, str]] = set()  # (audience, email) this apply unsubscribed
+        self._ended: dict[int, str] = {}  # id(change) -> its outcome, for Plan.prerequisites
+        self._capped: dict[int, str] = {}  # id(change) -> why R16 holds it back
+        self._plan = Plan(())
 
     # -- driver -------------------------------------------------------------------------------
 
     def apply(self, plan: Plan) -> list[Outcome]:
+        self._plan = plan
         by_step: dict[int, list[Change]] = defaultdict(list)
         for change in plan.changes:
             by_step[change.step].append(change)
@@ -93,6 +118,7 @@ class Applier:
             groups: dict[str, list[Change]] = defaultdict(list)
             for change in by_step[step]:
                 groups[change.action].append(change)
+            self._capped = self._beyond_cap(by_step[step])
             for action in sorted(groups, key=ACTION_ORDER.index):
                 self._run_group(step, action, groups[action])
         return self.outcomes
@@ -125,11 +151,15 @@ class Applier:
             self.progress(action, len(part), len(part))
 
     def _deferral(self, step: int, change: Change) -> str | None:
-        """R18: archives of opted-out members wait for their R11 changes; R12's Mailchimp writes
-        wait for its HubSpot writes; R11's unsubscribe waits for its contact's creation."""
-        if change.action == "archive_member" and change.before.get("status") in OPTED_OUT_STATUSES \
-                and change.email in self._failed_opt_outs:
-            return "R18 deferred: the member's opt-out has not reached HubSpot yet"
+        """R18: a change waits for its prerequisites (`Plan.prerequisites`: an opted-out member's
+        archive for its R11 changes, a pending member's archive for its unsubscribe); R12's
+        Mailchimp writes wait for its HubSpot writes; R11's unsubscribe for its contact's creation;
+        R16's creates and restores for the archives that make room for them."""
+        waiting = self._waiting_for(change)
+        if waiting:
+            return waiting
+        if id(change) in self._capped:
+            return self._capped[id(change)]
         if step == STEP_HANDOVER_MAILCHIMP and change.email in self._handover_failed:
             return "R12 deferred: the handover's HubSpot writes or tag removal did not all succeed"
         if step == STEP_OPT_OUTS_TO_HUBSPOT and change.action == "unsubscribe_contact" \
@@ -139,11 +169,60 @@ class Applier:
                 and not (step == STEP_HANDOVER_MAILCHIMP and change.action == "remove_tags"):
             recent = self._recent_opt_outs(change.target)
             if recent is None:
-                return f"R7 deferred: recent opt-outs could not be re-checked ({self._recheck_error})"
-            if change.email in recent:
+                return f"{RECHECK_FAILED} ({self._recheck_error})"
+            if change.email in recent and (change.target, change.email) not in self._unsubscribed_here:
                 return ("R7 deferred: the member opted out in Mailchimp after the plan was observed; "
                         "the next plan carries the opt-out to HubSpot first")
         return None
+
+    def _waiting_for(self, change: Change) -> str | None:
+        """Why `change` waits: a prerequisite of it (R18) that did not end applied, or None."""
+        undone = [p for p in self._plan.prerequisites(change) if self._ended.get(id(p)) != APPLIED]
+        if not undone:
+            return None
+        if any(p.action == "unsubscribe_contact" for p in undone):
+            return "R18 deferred: the member's opt-out has not reached HubSpot yet"
+        if any(p.action == "unsubscribe_member" for p in undone):
+            return (f"{change.rule} deferred: the pending member's unsubscribe did not succeed; "
+                    "it is archived once unsubscribed")
+        return f"R18 deferred: {undone[0].action} {undone[0].target} did not succeed"
+
+    def _beyond_cap(self, changes: Sequence[Change]) -> dict[int, str]:
+        """R16: the creates and restores of this step that the member cap has no room for once this
+        apply's archives and unsubscribes that actually succeeded are counted. The plan counted
+        every planned one as done; one that failed or waited frees nothing, so the creates that
+        were to fill its room wait for the next plan and the cap is never exceeded."""
+        held: dict[int, str] = {}
+        filling: dict[str, list[Change]] = defaultdict(list)
+        for change in changes:
+            if change.system == MAILCHIMP and change.action in CAP_FILLING:
+                filling[change.target].append(change)
+        for audience, group in filling.items():
+            settings = self.config.audiences.get(audience)
+            cap = settings.member_cap if settings is not None else None
+            counted = self._cap_counted(audience)
+            if cap is None or counted is None:
+                continue
+            freed = {o.change.email for o in self.outcomes
+                     if o.outcome == APPLIED and o.change.system == MAILCHIMP and o.change.target == audience
+                     and o.change.action in CAP_FREEING and o.change.before.get("status") in CAP_COUNTED}
+            room = max(cap - (counted - len(freed)), 0)
+            group.sort(key=lambda c: CAP_FILLING.index(c.action))  # stable: plan order within each
+            for change in group[room:]:
+                held[id(change)] = (f"R16 deferred: room not freed in audience {audience} (member cap {cap}, "
+                                    f"{counted - len(freed)} subscribed or pending members after this apply's "
+                                    "archives and unsubscribes); the next plan decides")
+        return held
+
+    def _cap_counted(self, audience: str) -> int | None:
+        """Subscribed and pending members observed for the plan (its counts, else the snapshot)."""
+        observed = ((self._plan.observed.get("audiences") or {}).get(audience) or {}).get("members")
+        if isinstance(observed, Mapping):
+            return sum(int(observed.get(status) or 0) for status in CAP_COUNTED)
+        state = self.snapshot.audiences.get(self.list_ids.get(audience, "")) if self.snapshot else None
+        if state is None:
+            return None
+        return sum(1 for m in state.members.values() if m.status in CAP_COUNTED)
 
     def _recent_opt_outs(self, audience: str) -> set[str] | None:
         """Members that unsubscribed or were cleaned while the plan was made and reviewed, read once
@@ -173,6 +252,9 @@ class Applier:
             outcome = APPLIED if outcome == ALREADY else outcome
             pairs.append((outcome, detail or None))
             self.outcomes.append(Outcome(change, outcome, detail))
+            self._ended[id(change)] = outcome
+            if outcome == APPLIED and change.action == "unsubscribe_member":
+                self._unsubscribed_here.add((change.target, change.email))
             if outcome != APPLIED:
                 if change.step in (STEP_OPT_OUTS_CREATE_CONTACTS, STEP_OPT_OUTS_TO_HUBSPOT):
                     self._failed_opt_outs.add(change.email)
@@ -236,10 +318,12 @@ class Applier:
     def _list_write(self, list_id: str, changes: list[Change], verb: str) -> list[tuple[str, str]]:
         ids = self._contact_ids(changes)
         write = self.hubspot.add_to_list if verb == "add" else self.hubspot.remove_from_list
-        write(list_id, [i for i in ids if i])
+        failures = write(list_id, [i for i in ids if i]).failures()
         # memberships/add and /remove are idempotent and answer for the whole batch: ids that
-        # were already (or never) members come back as unchanged, which is the desired state.
-        return [(APPLIED, "") if cid else (FAILED, "no HubSpot record id for this contact") for cid in ids]
+        # were already (or never) members come back as unchanged, which is the desired state; ids
+        # HubSpot names as missing (or failed) were not written, and the change failed (R12 waits).
+        return [(FAILED, "no HubSpot record id for this contact") if not cid
+                else (FAILED, failures[cid]) if cid in failures else (APPLIED, "") for cid in ids]
 
     def _add_to_list(self, list_id: str, changes: list[Change]) -> list[tuple[str, str]]:
         return self._list_write(list_id, changes, "add")
@@ -346,4 +430,9 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, int]:
     return dict(counts)
 
 
-__all__ = ["Applier", "Outcome", "summarise", "DEFERRED"]
+def partial(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The outcomes that make the apply partial (exit 5); see `Outcome.partial`."""
+    return [o for o in outcomes if o.partial]
+
+
+__all__ = ["Applier", "Outcome", "summarise", "partial", "DEFERRED", "RECHECK_FAILED"]

@@ -31,7 +31,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "checksum": ("apply",),
     "force": ("apply",),
     "yes": ("apply",),
-    "retry_refused": ("apply",),
+    "retry_refused": ("plan", "apply"),
     "since": ("audit",),
     "email": ("audit",),
     "action": ("audit",),
@@ -106,7 +106,8 @@ def build_parser(stdout: TextIO) -> _Parser:
     parser.add_argument("--checksum", metavar="SHA", help="--apply: refuse unless the re-plan has this checksum")
     parser.add_argument("--force", action="store_true", help="--apply: go beyond the safety limits")
     parser.add_argument("--yes", action="store_true", help="--apply: do not ask for confirmation")
-    parser.add_argument("--retry-refused", action="store_true", help="--apply: try again changes refused before")
+    parser.add_argument("--retry-refused", action="store_true",
+                        help="--plan / --apply: try again changes refused before (a plan made with it applies with it)")
     parser.add_argument("--since", metavar="DATE", help="--audit: rows from this date (YYYY-MM-DD)")
     parser.add_argument("--email", metavar="EMAIL", help="--audit: rows about this email")
     parser.add_argument("--action", metavar="A", help="--audit: rows with this action")

@@ -15,7 +15,7 @@ from reconciler.config_schema import SchemaChecker
 from reconciler.config_yaml import Document, KeyPath, Location, load_documents, problem, walk_strings
 from reconciler.errors import ConfigError
 from reconciler.settings import (
-    Audience, AuditSettings, Config, Exclusions, Exempt, Handover, HubSpotSettings, Limit, MailchimpSettings,
+    DEFAULT_TO_HUBSPOT_STATUSES, Audience, AuditSettings, Config, Exclusions, Exempt, Handover, HubSpotSettings, Limit, MailchimpSettings,
     Notifications, Notifier, OptOuts, RateLimit, SAFETY_LIMITS, Safety, Source, Stream, TagRule, ToHubSpot,
     frozen_map,
 )
@@ -247,6 +247,12 @@ def _handover(data: dict[str, Any]) -> Handover:
 
 
 def _opt_outs(data: dict[str, Any], subscriptions: dict[str, str]) -> OptOuts:
+    """R11 and R4 with their safe defaults: each is on unless the config writes `false` (SPEC §3, §4).
+
+    An absent `to_hubspot` turns R11 on when `subscriptions` names exactly one subscription (which
+    HubSpot subscription to unsubscribe from is then unambiguous); otherwise it stays off and the
+    semantic checks warn. `from_hubspot` (default true) means to_hubspot's subscriptions, or every
+    configured subscription when R11 is off."""
     to = data.get("to_hubspot")
     to_hubspot = None
     if isinstance(to, dict):
@@ -258,14 +264,18 @@ def _opt_outs(data: dict[str, Any], subscriptions: dict[str, str]) -> OptOuts:
             explanation=to.get("explanation") or defaults.explanation,
             create_missing_contacts=bool(to.get("create_missing_contacts", defaults.create_missing_contacts)),
         )
-    from_hubspot = data.get("from_hubspot", False)
-    if from_hubspot is True:
-        ids = to_hubspot.subscriptions if to_hubspot else ()
-    elif isinstance(from_hubspot, list):
+    elif "to_hubspot" not in data and len(subscriptions) == 1:
+        to_hubspot = ToHubSpot(statuses=DEFAULT_TO_HUBSPOT_STATUSES, subscriptions=tuple(subscriptions.values()))
+    from_hubspot = data.get("from_hubspot", True)
+    if from_hubspot is False:
+        return OptOuts(to_hubspot=to_hubspot, from_hubspot=(), from_hubspot_enabled=False)
+    if isinstance(from_hubspot, list):
         ids = _ids(from_hubspot, subscriptions)
+    elif to_hubspot is not None and to_hubspot.subscriptions:
+        ids = to_hubspot.subscriptions
     else:
-        ids = ()
-    return OptOuts(to_hubspot=to_hubspot, from_hubspot=ids, from_hubspot_enabled=bool(ids))
+        ids = tuple(dict.fromkeys(subscriptions.values()))
+    return OptOuts(to_hubspot=to_hubspot, from_hubspot=ids, from_hubspot_enabled=True)
 
 
 def _ids(names: Any, subscriptions: dict[str, str]) -> tuple[str, ...]:

@@ -251,11 +251,42 @@ class SemanticChecker:
         for index, name in enumerate(_list(_dict(to_hubspot).get("subscriptions"))):
             self.subscription(name, opath + ("to_hubspot", "subscriptions", index), subscriptions)
         from_hubspot = opt_outs.get("from_hubspot")
-        if from_hubspot is True and not isinstance(to_hubspot, dict):
-            self.add(opath + ("from_hubspot",), "`true` means to_hubspot's subscriptions, but to_hubspot is not set",
-                     "list the subscription names instead, e.g. `from_hubspot: [marketing]`")
         for index, name in enumerate(_list(from_hubspot)):
             self.subscription(name, opath + ("from_hubspot", index), subscriptions)
+        self.warn_opt_outs_off(base, opt_outs, subscriptions)
+
+    def warn_opt_outs_off(self, base: KeyPath, opt_outs: dict[str, Any], subscriptions: dict[str, Any]) -> None:
+        """Safe defaults (R4, R11 on) turned off, or R11 left off for want of one subscription: say the risk.
+
+        Warnings, not errors: turning them off is allowed, but it must never go unnoticed in review."""
+        audience, opath = base[-1], base + ("opt_outs",)
+        to_path, from_path = opath + ("to_hubspot",), opath + ("from_hubspot",)
+        names = [str(name) for name in subscriptions]
+        example = f"to_hubspot: {{subscriptions: [{', '.join(names) or '<name>'}]}}"
+        if opt_outs.get("to_hubspot") is False:
+            self.warnings.append(problem(
+                self.doc.key_at(to_path), to_path,
+                f"opt_outs.to_hubspot is false: Mailchimp unsubscribes in audience {audience} will not reach "
+                "HubSpot, so HubSpot may email people who opted out",
+                f"to turn R11 on, write `{example}` under opt_outs"))
+        elif "to_hubspot" not in opt_outs and len(names) != 1:
+            where = self.doc.keys.get(opath) or self.doc.key_at(base)  # the opt_outs key, else the audience's
+            count = "no subscription" if not names else f"{len(names)} subscriptions ({', '.join(names)})"
+            todo = (f"to turn R11 on, write `{example}` under opt_outs, naming the ones a Mailchimp unsubscribe "
+                    "should leave" if names else
+                    "to turn R11 on, define the HubSpot subscription under `subscriptions` (name: \"id\"); "
+                    "with exactly one, R11 is on by default")
+            self.warnings.append(problem(
+                where, to_path,
+                f"opt_outs.to_hubspot is not set and `subscriptions` names {count}, so R11 is off: Mailchimp "
+                f"unsubscribes in audience {audience} will not reach HubSpot, and HubSpot may email people who opted out",
+                todo))
+        if opt_outs.get("from_hubspot") is False:
+            self.warnings.append(problem(
+                self.doc.key_at(from_path), from_path,
+                f"opt_outs.from_hubspot is false: people who opt out in HubSpot stay subscribed in Mailchimp "
+                f"audience {audience} (opted out of all email is still honoured)",
+                "remove the key to turn R4 on (it defaults to true)"))
 
     def subscription(self, name: Any, path: KeyPath, subscriptions: dict[str, Any]) -> None:
         if isinstance(name, str) and name not in subscriptions:

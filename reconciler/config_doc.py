@@ -80,6 +80,8 @@ def type_text(schema: dict[str, Any], root: dict[str, Any]) -> str:
             words.append(f"list of {inner}")
         elif name == "object":
             words.append("mapping")
+        elif name == "boolean" and "const" in schema.get("then", {}):
+            words.append(f"`{json.dumps(schema['then']['const'])}`")  # a boolean allowed only as this value
         elif name:
             words.append(name)
     text = " or ".join(words) or "any"

@@ -142,7 +142,9 @@ class SchemaChecker:
             hint = f"did you mean {close[0]}? (one of: {choices})" if close else f"use one of: {choices}"
             return problem(where, path, f"{value} is not allowed", hint)
         if kind == "const":
-            return problem(where, path, f"{value} is not supported", f"write {shown(limit)}")
+            # A `then: {const: ...}` carries its own hint (e.g. `to_hubspot: true`: a mapping or false).
+            hint = schema.get("description") if "then" in error.schema_path else None
+            return problem(where, path, f"{value} is not supported", str(hint or f"write {shown(limit)}"))
         if kind == "pattern":
             what, todo = _PATTERN_HINTS.get(str(limit), (f"does not match {limit}", _todo_from(schema, "fix the value")))
             return problem(where, path, f"{value} {what}", todo)
@@ -153,6 +155,9 @@ class SchemaChecker:
             bound = "at most" if kind == "maximum" else "less than"
             return problem(where, path, f"{value} is too large", f"use a value {bound} {limit}" + _why(schema))
         if kind in ("minItems", "minProperties", "minLength"):
+            types = schema.get("type")
+            if kind == "minItems" and isinstance(types, list) and "boolean" in types:
+                return problem(where, path, "must not be empty", "list at least one, or write false to turn it off")
             return problem(where, path, "must not be empty", _todo_from(schema, "give it a value or remove the key"))
         if kind == "maxLength":
             return problem(where, path, f"is longer than {limit} characters", "shorten it")

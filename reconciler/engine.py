@@ -207,7 +207,8 @@ def _redact(args: Any, io: IO) -> bool:
 def _document(plan: Plan, session: Session, args: Any, *, redact: bool) -> dict[str, Any]:
     from reconciler.render.json_plan import plan_to_document
 
-    options = {"audience": getattr(args, "audience", None), "sandbox": bool(getattr(args, "sandbox", False))}
+    options = {"audience": getattr(args, "audience", None), "sandbox": bool(getattr(args, "sandbox", False)),
+               "retry_refused": bool(getattr(args, "retry_refused", False))}
     return plan_to_document(plan, config_checksum=session.config.checksum, audiences=session.audiences,
                             options=options, redact=redact)
 
@@ -268,11 +269,10 @@ def check_reviewed(args: Any, plan: Plan, io: IO, audit: AuditLog | None = None)
 
     A reviewed change that an apply since the review attempted and the re-plan no longer needs is
     done, not stale: re-running the same plan after a partly failed apply (exit 5) goes on."""
-    from reconciler.render.json_plan import read_plan_json
     from reconciler.render.text import render_plan, render_stale_diff
 
     if getattr(args, "plan_file", None):
-        document, reviewed = read_plan_json(args.plan_file)
+        document, reviewed = reviewed_plan(args)
         done = _attempted_since_review(audit, document.get("generated_at"))
         now = {c.identity(): c for c in plan.changes}
         then = {c.identity(): c for c in reviewed}
@@ -289,6 +289,34 @@ def check_reviewed(args: Any, plan: Plan, io: IO, audit: AuditLog | None = None)
         render_plan(io.console, plan, redact=_redact(args, io))
         raise StalePlan(f"stale plan: the live state gives checksum {plan.checksum}, not the reviewed "
                         f"{args.checksum}; review the plan above and re-run with --checksum {plan.checksum}")
+
+
+def reviewed_plan(args: Any) -> tuple[dict[str, Any], tuple[Change, ...]]:
+    """The plan file of `--apply FILE`, refused (exit 4) when its changes are not the reviewed ones.
+
+    The file's `checksum` is over every field of every change (action, system, target, email,
+    contact_id, before, after, reason, step): a change edited by hand after the review (an `after`,
+    a record id) no longer matches it, and is refused even if the re-plan happens to agree with
+    the edit. A file made with `--retry-refused` plans what a plain re-plan would report as
+    remembered refusals, so it is applied with `--retry-refused` (and only such a file is)."""
+    from reconciler.render.json_plan import read_plan_json
+
+    try:
+        document, reviewed = read_plan_json(args.plan_file)
+    except StalePlan:
+        raise
+    except ReconcilerError as error:
+        if "do not match its checksum" not in str(error):
+            raise
+        raise StalePlan(f"stale plan: {error}; nothing written") from None
+    made_with = bool((document.get("options") or {}).get("retry_refused", False))
+    given = bool(getattr(args, "retry_refused", False))
+    if made_with != given:
+        raise ReconcilerError(
+            f"plan file {args.plan_file} was made {'with' if made_with else 'without'} --retry-refused; apply it "
+            f"{'with' if made_with else 'without'} --retry-refused too (`reconcile --apply {args.plan_file}"
+            f"{' --retry-refused' if made_with else ''}`), or make a new plan; nothing written")
+    return document, reviewed
 
 
 def _attempted_since_review(audit: AuditLog | None, generated_at: Any) -> frozenset[str]:
@@ -376,11 +404,13 @@ def _notify(config: Config, run_id: str, result: ApplyResult, io: IO) -> None:
 
 def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, operator: str, approval: str | None,
                 io: IO, result: ApplyResult) -> None:
-    from reconciler.apply import Applier, summarise
+    from reconciler.apply import Applier, partial, summarise
     from reconciler.render.mask import mask_text, show_email
     from reconciler.render.text import render_plan, render_safety_violations
 
     redact = _redact(args, io)
+    if getattr(args, "plan_file", None):
+        reviewed_plan(args)  # an edited file or one made with other options: refused before observing
     memory = audit.memory(retry_refused=bool(getattr(args, "retry_refused", False)))
     attempts = audit.unfinished_attempts()
     snapshot, plan = observe_and_plan(session, memory, io)
@@ -415,7 +445,7 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
             line = (f"{outcome.outcome}: {outcome.change.action} {outcome.change.target} "
                     f"{show_email(outcome.change.email, redact)}: {detail}")
             io.console.print(line, markup=False, soft_wrap=True)
-            if outcome.outcome == "failed":
+            if outcome.partial:
                 result.failures.append(line)
     io.console.print("Applied: " + ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items())), markup=False)
     _, again = observe_and_plan(session, audit.memory(), io, preflight=False)
@@ -424,7 +454,13 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
     else:
         io.console.print(f"not converged: {len(again.changes)} change(s) remain:", markup=False)
         render_plan(io.console, again, redact=redact)
-    result.exit_code = errors.EXIT_PARTIAL if result.counts.get("failed") else errors.EXIT_OK
+    # Partial (exit 5): a failure, or an R2/R4 opt-out or archive left undone however it ended,
+    # or writes held back because the last-moment opt-out re-check could not be read.
+    shortfalls = partial(outcomes)
+    if shortfalls and not result.counts.get("failed"):
+        result.message = (f"{len(shortfalls)} change(s) the apply must not leave undone did not end applied "
+                          f"(first: {shortfalls[0].change.action} {shortfalls[0].change.target})")
+    result.exit_code = errors.EXIT_PARTIAL if shortfalls else errors.EXIT_OK
 
 
 def run_audit(args: Any, config: Config, cli_io: Any) -> int:

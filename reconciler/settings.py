@@ -122,9 +122,18 @@ class Handover:
     set_properties: Mapping[str, str] = field(default_factory=lambda: EMPTY)
 
 
+# The statuses of the R11 the loader turns on by itself when an audience leaves `to_hubspot` out and
+# `subscriptions` names exactly one subscription: every kind of Mailchimp opt-out reaches HubSpot.
+DEFAULT_TO_HUBSPOT_STATUSES = ("unsubscribed", "cleaned")
+
+
 @dataclass(frozen=True)
 class ToHubSpot:
-    """R11: member statuses carried to HubSpot as Communication Preferences unsubscribes."""
+    """R11: member statuses carried to HubSpot as Communication Preferences unsubscribes.
+
+    These field defaults are those of a `to_hubspot:` mapping that leaves a key out; an absent
+    `to_hubspot` is defaulted by the loader (`reconciler.config`), with DEFAULT_TO_HUBSPOT_STATUSES.
+    """
 
     statuses: tuple[str, ...] = ("unsubscribed",)
     subscriptions: tuple[str, ...] = ()  # subscription ids (resolved from names)
@@ -135,10 +144,17 @@ class ToHubSpot:
 
 @dataclass(frozen=True)
 class OptOuts:
+    """How opt-outs travel between the platforms (R4, R11), as the rules read them.
+
+    The field defaults mean "both off" and serve code that builds values by hand. A configuration
+    gets the safe defaults from the loader instead: `from_hubspot` on unless written `false`, and
+    `to_hubspot` on when `subscriptions` names exactly one subscription, unless written `false`.
+    """
+
     to_hubspot: ToHubSpot | None = None  # None: R11 off
-    from_hubspot: tuple[str, ...] = ()  # R4: subscription ids whose opt-out counts; () and
-    # from_hubspot_enabled False: R4's Mailchimp unsubscribe is off
-    from_hubspot_enabled: bool = False
+    from_hubspot: tuple[str, ...] = ()  # R4: subscription ids whose opt-out counts (opted out of
+    # all email, hs_email_optout, always counts, even with ())
+    from_hubspot_enabled: bool = False  # False: R4's Mailchimp unsubscribe is off
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,11 @@ def test_example_config_gives_the_spec_values() -> None:
 def test_absent_keys_take_the_defaults_of_settings(tmp_path: Path) -> None:
     config, _ = load_config(write(tmp_path, MINIMAL), ENV, mode="run")
     main = config.audience("main")
+    # Opt-outs take the loader's safe defaults, not the dataclass's "both off" (SPEC §4 R4, R11):
+    # R4 is on; with no subscription defined, R11 has nothing to unsubscribe from and stays off.
     defaults = settings.Audience(name="main", mailchimp_list_id="abc123def4",
-                                 streams=(settings.Stream("general", (), (settings.Source("719", "Recruitment"),)),))
+                                 streams=(settings.Stream("general", (), (settings.Source("719", "Recruitment"),)),),
+                                 opt_outs=settings.OptOuts(to_hubspot=None, from_hubspot=(), from_hubspot_enabled=True))
     assert main == defaults
     assert config.hubspot.base_url == settings.HubSpotSettings(token=None).base_url
     assert config.hubspot.rate_limit == settings.RateLimit()
@@ -111,6 +114,7 @@ def test_schema_defaults_match_settings() -> None:
     for key in ("legal_basis", "explanation", "create_missing_contacts"):
         assert documented[f"audiences.<name>.opt_outs.to_hubspot.{key}"] == getattr(to_hubspot, key)
     assert tuple(documented["audiences.<name>.opt_outs.to_hubspot.statuses"]) == to_hubspot.statuses
+    assert documented["audiences.<name>.opt_outs.from_hubspot"] is True  # R4 on unless written false
 
 
 def test_schema_enums_match_settings() -> None:
@@ -248,14 +252,15 @@ def test_missing_variable_is_an_error_under_run_naming_it_and_its_place(tmp_path
 def test_missing_variable_is_a_warning_under_validate(tmp_path: Path) -> None:
     config, warnings = load_config(write(tmp_path, MINIMAL), {}, mode="validate")
     assert config.hubspot.token is None
-    assert [w.split(" ", 2)[1] for w in warnings] == ["hubspot.token:", "mailchimp.api_key:"]
+    assert [w.split(" ", 2)[1] for w in warnings] == ["hubspot.token:", "mailchimp.api_key:",
+                                                      "audiences.main.opt_outs.to_hubspot:"]  # no subscription: R11 off
 
 
 def test_sandbox_mode_allows_missing_credentials_and_disables_unset_webhooks(tmp_path: Path) -> None:
     text = MINIMAL + ("notifications:\n  teams: {webhook_url: \"${TEAMS_WEBHOOK_URL}\", on: [failed]}\n"
                       "  slack: {webhook_url: \"${SLACK_WEBHOOK_URL}\", on: [applied]}\n")
     config, warnings = load_config(write(tmp_path, text), {"SLACK_WEBHOOK_URL": "https://hooks.example.org/z"}, mode="sandbox")
-    assert warnings == []
+    assert [w.split(" ", 2)[1] for w in warnings] == ["audiences.main.opt_outs.to_hubspot:"]  # only: no subscription
     assert config.hubspot.token is None and config.mailchimp.api_key is None
     assert config.notifications.teams == settings.Notifier(None, ("failed",))
     assert config.notifications.slack == settings.Notifier("https://hooks.example.org/z", ("applied",))

@@ -29,6 +29,10 @@ REFUSAL_MARKERS = ("member in compliance state", "compliance state", "forgotten 
                    "permanently deleted")
 
 
+# Statuses Mailchimp will not archive (405): not a failure of the write, the vendor's rule.
+UNARCHIVABLE = ("pending", "cleaned")
+
+
 def _refusal(text: str) -> bool:
     low = text.lower()
     return any(marker in low for marker in REFUSAL_MARKERS)
@@ -344,16 +348,27 @@ class MailchimpClient:
         return WriteResult(email, APPLIED)
 
     def archive_member(self, list_id: str, email: str) -> WriteResult:
-        """DELETE (archive). Idempotent: 404 (already archived, or gone) is `already`; 405 (a member
-        Mailchimp will not remove, e.g. in a compliance state) is `refused` with its text."""
+        """DELETE (archive). Idempotent: 404 (already archived, or gone) is `already`.
+
+        Mailchimp answers 405 "This list member cannot be removed" for a pending, cleaned or
+        already archived member, so the answer alone says nothing: the member is read again. Archived
+        (or gone) by then is `already`; still pending or cleaned is `refused` (the vendor cannot
+        archive those); any other status (subscribed, transactional, unsubscribed) is `failed`: the
+        member should have been archived and was not. `data["status"]` holds what was read.
+        """
         answer = self.session.call("DELETE", self._member_path(list_id, email), ok=(200, 204, 404, 405))
         if answer.status == 404:
             return WriteResult(email, ALREADY, "not on the audience (already archived)")
-        if answer.status == 405:
-            body = answer.body if isinstance(answer.body, Mapping) else {}
-            text = f"{body.get('title') or 'Method Not Allowed'}: {body.get('detail') or ''}".strip(": ")
-            return WriteResult(email, REFUSED, text)
-        return WriteResult(email, APPLIED)
+        if answer.status != 405:
+            return WriteResult(email, APPLIED)
+        body = answer.body if isinstance(answer.body, Mapping) else {}
+        text = f"{body.get('title') or 'Method Not Allowed'}: {body.get('detail') or ''}".strip(": ")
+        status = self.member_status(list_id, email)
+        if status in (None, "archived"):
+            return WriteResult(email, ALREADY, f"{text}; read again: {status or 'not on the audience'}",
+                               data={"status": status or ""})
+        outcome = REFUSED if status in UNARCHIVABLE else FAILED
+        return WriteResult(email, outcome, f"{text} (read again: the member is {status})", data={"status": status})
 
     @staticmethod
     def _member_path(list_id: str, email: str) -> str:
