@@ -147,8 +147,12 @@ class Change:
         }
 
     def identity(self) -> tuple:
-        """What makes two plans' changes 'the same change' (used by the stale-plan check)."""
-        return (self.system, self.action, self.target, self.email, canonical_json(self.before), canonical_json(self.after))
+        """What makes two plans' changes 'the same change' (used by the stale-plan check): every
+        field a write depends on, so a reviewed change whose record id, `before` or `after` differs
+        from the re-plan's is not the change that was reviewed. (The audit's `change_key` keeps the
+        shorter identity without `contact_id`, so keys stay stable across the log's history.)"""
+        return (self.system, self.action, self.target, self.email, self.contact_id or "",
+                canonical_json(self.before), canonical_json(self.after))
 
 
 REPORT_KINDS = ("skipped", "refused", "warning", "deferred", "capped", "unchanged")
@@ -203,12 +207,29 @@ class Plan:
     def empty(self) -> bool:
         return not self.changes
 
+    @cached_property
+    def _changes_by_email(self) -> Mapping[str, tuple[Change, ...]]:
+        by_email: dict[str, list[Change]] = {}
+        for change in self.changes:
+            by_email.setdefault(change.email, []).append(change)
+        return {email: tuple(changes) for email, changes in by_email.items()}
+
     def prerequisites(self, change: Change) -> tuple[Change, ...]:
-        """The changes that must succeed before `change` runs (R18).
+        """The changes that must succeed before `change` runs (R18); the apply defers it otherwise.
 
         An archive (R2, R12) of an unsubscribed or cleaned member waits for that member's R11
-        unsubscribes; nothing else waits on anything beyond the step order.
+        unsubscribes (its opt-out reaches HubSpot before the record that shows it is archived). An
+        archive of a pending member (R2) waits for the unsubscribe of the same member: Mailchimp
+        will not archive a pending member, and one left pending could still confirm. Nothing else
+        waits on anything beyond the step order.
         """
-        if change.action != "archive_member" or change.before.get("status") not in ("unsubscribed", "cleaned"):
+        if change.action != "archive_member":
             return ()
-        return tuple(c for c in self.changes if c.action == "unsubscribe_contact" and c.email == change.email)
+        status = change.before.get("status")
+        same_email = self._changes_by_email.get(change.email, ())
+        if status in ("unsubscribed", "cleaned"):
+            return tuple(c for c in same_email if c.action == "unsubscribe_contact")
+        if status == "pending":
+            return tuple(c for c in same_email if c.action == "unsubscribe_member" and c.system == change.system
+                         and c.target == change.target)
+        return ()

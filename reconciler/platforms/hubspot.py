@@ -56,11 +56,31 @@ class BatchRead:
 
 @dataclass(frozen=True, slots=True)
 class MembershipChange:
-    """What a memberships add/remove did: ids added, removed, and ids that do not exist."""
+    """What a memberships add/remove did: ids added, removed, ids that do not exist, and ids the
+    answer names as failed (with HubSpot's words)."""
 
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    errors: tuple[tuple[str, str], ...] = ()  # (record id, vendor text)
+
+    def failures(self) -> dict[str, str]:
+        """Record id -> why it was not written: every id not done as asked. An id that did not
+        exist was not added (nor removed: for a handover, the contact is not where R12 put it)."""
+        out = {i: "HubSpot answered recordIdsMissing: this record does not exist in the portal" for i in self.missing}
+        out.update(dict(self.errors))
+        return out
+
+
+def _item_errors(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Per-id errors in a batch answer (`errors: [{message, context: {ids}}]`), should HubSpot add
+    them to a memberships answer as it does to its CRM batch answers (207)."""
+    out: list[tuple[str, str]] = []
+    for error in body.get("errors") or []:
+        if isinstance(error, Mapping):
+            message = str(error.get("message") or error.get("category") or "HubSpot reported an error")
+            out += [(str(i), message) for i in (error.get("context") or {}).get("ids") or []]
+    return out
 
 
 def hubspot_session(settings: HubSpotSettings, *, concurrency: int = 8, retry: RetryPolicy = RetryPolicy(),
@@ -149,6 +169,7 @@ class HubSpotClient:
         added: list[str] = []
         removed: list[str] = []
         missing: list[str] = []
+        errors: list[tuple[str, str]] = []
         for part in chunks(list(dict.fromkeys(record_ids)), MEMBERSHIP_BATCH):
             body = self.session.call("PUT", f"{LISTS}/{list_id}/memberships/{verb}", json=list(part)).body or {}
             # HubSpot spells it `recordsIdsAdded`; one reference page says `recordIdsAdded`; empty
@@ -156,7 +177,8 @@ class HubSpotClient:
             added += [str(i) for i in body.get("recordsIdsAdded") or body.get("recordIdsAdded") or []]
             removed += [str(i) for i in body.get("recordIdsRemoved") or []]
             missing += [str(i) for i in body.get("recordIdsMissing") or []]
-        return MembershipChange(tuple(added), tuple(removed), tuple(missing))
+            errors += _item_errors(body)
+        return MembershipChange(tuple(added), tuple(removed), tuple(missing), tuple(errors))
 
     # ----- contacts ---------------------------------------------------------------------------
 
