@@ -7,7 +7,6 @@ where "which lists, contacts and members does the config need" is decided, and b
 from __future__ import annotations
 
 import dataclasses
-
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from reconciler.model import AudienceState, Contact, HubList, Member, MergeField, Snapshot, normalise_email
+from reconciler.observe_compliance import (SEARCH_WORKERS, ConsentKnown, holders, read_consent, read_opt_outs,
+                                           restore_candidates, search_other_holders, worth_searching)
 from reconciler.platforms.hubspot import CONTACT_BATCH, BatchRead, ContactRecord, HubSpotClient, ListInfo, chunks
 from reconciler.platforms.mailchimp import AudienceInfo, MailchimpClient
 from reconciler.settings import Audience, Config
@@ -121,36 +122,73 @@ class _AudienceRead:
 
 
 def observe(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient, audiences: list[str],
-            progress: Progress | None = None) -> Snapshot:
+            progress: Progress | None = None, consent_known: ConsentKnown | None = None) -> Snapshot:
     """One observation of everything the selected audiences need (R15), batched at the vendor limits.
 
     Requests: one list read per 100 lists, ceil(size/250) membership pages per list, ceil(C/100)
     contact reads by id, per audience one list read, one merge-field read, ceil(M/1000) +
     ceil(A/1000) member pages, and ceil(U/100) contact reads by email for member emails that no
-    source contact has. HubSpot and Mailchimp are read at the same time.
+    source contact has. Then the compliance reads (observe_compliance): one search per 500 emails
+    of source contacts and of non-archived members for other contacts holding them (R1), one
+    status read per restore candidate the audit log has no evidence for (`consent_known`, R8),
+    and, for each audience of the config the run does not plan, its unsubscribed and cleaned
+    members (ceil(n/1000) pages each). HubSpot and Mailchimp are read at the same time.
     """
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # reads reflect the vendor from here on
     report = _Progress(progress)
     selected = _selected(config, audiences)
+    others = [a for name, a in config.audiences.items() if name not in {s.name for s in selected}]
     roles = configured_lists(config, audiences)
     sources = {s.list for a in selected for st in a.streams for s in st.sources}
     properties = contact_properties(config, audiences)
     hs_pool = ThreadPoolExecutor(hubspot.concurrency, thread_name_prefix="observe-hubspot")
     mc_pool = ThreadPoolExecutor(mailchimp.concurrency, thread_name_prefix="observe-mailchimp")
+    search_pool = ThreadPoolExecutor(SEARCH_WORKERS, thread_name_prefix="observe-search")
     # Drivers only wait on the pools (never run inside them), so nested fan-out cannot deadlock.
-    drivers = ThreadPoolExecutor(1 + 2 * len(selected), thread_name_prefix="observe-driver")
+    drivers = ThreadPoolExecutor(3 + 2 * len(selected) + len(others), thread_name_prefix="observe-driver")
     try:
         hub_future = drivers.submit(_read_hubspot, hubspot, hs_pool, list(roles), sources, properties, report)
+        # Other holders of the source contacts' emails are searched while Mailchimp is still read.
+        first = drivers.submit(_search_source_emails, hubspot, search_pool, hub_future, config, properties, report)
         audience_futures = {a.name: _read_audience(mailchimp, mc_pool, drivers, a, report) for a in selected}
+        opt_out_futures = {a.name: drivers.submit(read_opt_outs, mailchimp, mc_pool, a, report) for a in others}
         reads = {name: read() for name, read in audience_futures.items()}
         hub = hub_future.result()
-        known = {normalise_email(r.properties.get("email")) for r in hub.contacts.values()}
-        unmatched = sorted({e for read in reads.values() for e in read.members} - known)
-        _read_by_email(hubspot, hs_pool, unmatched, properties, hub.contacts, report)
+        source_emails = holders(hub.contacts.values())
+        unmatched = sorted({e for read in reads.values() for e in read.members} - set(source_emails))
+        found = _read_by_email(hubspot, hs_pool, unmatched, properties, report)
+        candidates = restore_candidates(config, selected, {n: r.members for n, r in reads.items()}, _lists_of(hub),
+                                        hub.contacts.values(), consent_known)
+        consent = drivers.submit(read_consent, hubspot, hs_pool, candidates, report)
+        for record in [*found, *first.result()]:
+            hub.contacts.setdefault(record.id, record)
+        live = [e for read in reads.values() for e, m in read.members.items() if m.status != "archived"]
+        wanted = worth_searching((e for e in live if e not in source_emails), holders(hub.contacts.values()),
+                                 _critical_ids(config, hub))
+        for record in search_other_holders(hubspot, search_pool, wanted, properties, report,
+                                           "hubspot other contacts sharing a member's email"):
+            hub.contacts.setdefault(record.id, record)
+        opt_outs = {name: future.result() for name, future in opt_out_futures.items()}
+        snapshot = _snapshot(config, audiences, hub, reads, opt_outs, consent.result())
     finally:
-        for pool in (drivers, hs_pool, mc_pool):
+        for pool in (drivers, hs_pool, mc_pool, search_pool):
             pool.shutdown(wait=True, cancel_futures=True)
-    return dataclasses.replace(_snapshot(config, audiences, hub, reads), observed_at=started)
+    return dataclasses.replace(snapshot, observed_at=started)
+
+
+def _critical_ids(config: Config, hub: _HubSpotRead) -> set[str]:
+    return {cid for list_id in config.exclusions.critical for cid in hub.members.get(str(list_id), ())}
+
+
+def _search_source_emails(hubspot: HubSpotClient, pool: ThreadPoolExecutor, hub_future: Future[_HubSpotRead],
+                          config: Config, properties: list[str], report: _Progress) -> list[ContactRecord]:
+    """R1: the other contacts holding a source contact's email (a duplicate on a critical or
+    exclusion list, or opted out, must be honoured); their lists come from the lists already read."""
+    hub = hub_future.result()
+    known = holders(hub.contacts.values())
+    wanted = worth_searching(sorted(known), known, _critical_ids(config, hub))
+    return search_other_holders(hubspot, pool, wanted, properties, report,
+                                "hubspot other contacts sharing a source contact's email")
 
 
 class _SourceContacts:
@@ -223,14 +261,16 @@ def _read_hubspot(hubspot: HubSpotClient, pool: ThreadPoolExecutor, list_ids: li
 
 
 def _read_by_email(hubspot: HubSpotClient, pool: ThreadPoolExecutor, emails: list[str], properties: list[str],
-                   contacts: dict[str, ContactRecord], report: _Progress) -> None:
+                   report: _Progress) -> list[ContactRecord]:
     """Contacts for member emails no source contact has (R2, R11, R12 need them)."""
     done = 0
+    found: list[ContactRecord] = []
     report("hubspot contacts of members", 0, len(emails))
     for batch in pool.map(lambda part: hubspot.read_contacts_by_email(part, properties), chunks(emails, CONTACT_BATCH)):
-        contacts.update({r.id: r for r in batch.found})
+        found += batch.found
         done += len(batch.found) + len(batch.missing)
         report("hubspot contacts of members", min(done, len(emails)), len(emails))
+    return found
 
 
 def _read_audience(mailchimp: MailchimpClient, pool: ThreadPoolExecutor, drivers: ThreadPoolExecutor,
@@ -258,11 +298,18 @@ def _read_audience(mailchimp: MailchimpClient, pool: ThreadPoolExecutor, drivers
     return result
 
 
-def _snapshot(config: Config, audiences: list[str], hub: _HubSpotRead, reads: Mapping[str, _AudienceRead]) -> Snapshot:
+def _lists_of(hub: _HubSpotRead) -> dict[str, set[str]]:
+    """Contact id -> the configured lists that hold it (for every contact, however it was read)."""
     lists_of: dict[str, set[str]] = {}
     for list_id, ids in hub.members.items():
         for cid in ids:
             lists_of.setdefault(cid, set()).add(list_id)
+    return lists_of
+
+
+def _snapshot(config: Config, audiences: list[str], hub: _HubSpotRead, reads: Mapping[str, _AudienceRead],
+              opt_outs: Mapping[str, Mapping[str, Member]], consent: Mapping[str, frozenset[str]]) -> Snapshot:
+    lists_of = _lists_of(hub)
     # Many contacts share one set of lists: share one frozenset between them (memory at 100k).
     shared: dict[frozenset[str], frozenset[str]] = {}
     optout_keys = [(sid, OPTOUT_PREFIX + sid) for sid in subscription_ids(config, audiences)]
@@ -290,90 +337,15 @@ def _snapshot(config: Config, audiences: list[str], hub: _HubSpotRead, reads: Ma
             merge_fields={f.tag: f for f in read.merge_fields},
             members=read.members,
         )
-    return Snapshot(contacts=contacts, lists=lists, audiences=states)
-
-
-SUPPORTED_MERGE_TYPES = ("text", "number", "phone", "url", "date")
+    for name, members in opt_outs.items():
+        list_id = config.audiences[name].mailchimp_list_id
+        states[list_id] = AudienceState(list_id=list_id, members=dict(members), opt_outs_only=True)
+    return Snapshot(contacts=contacts, lists=lists, audiences=states, consent=dict(consent))
 
 
 def preflight(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient,
               audiences: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """SPEC §3's live checks: (problems, warnings), each one line naming the place and what to do.
+    """SPEC §3's live checks: (problems, warnings); see reconciler.preflight."""
+    from reconciler.preflight import live_checks
 
-    Reads: the lists (one call per 100), the subscription definitions, the contact properties, and
-    each audience's settings and merge fields, all at once.
-    """
-    from reconciler.errors import PermanentVendorError
-
-    selected = _selected(config, audiences)
-    roles = configured_lists(config, audiences)
-    problems: list[str] = []
-    warnings: list[str] = []
-    with ThreadPoolExecutor(4 + 2 * len(selected), thread_name_prefix="preflight") as pool:
-        lists_f = pool.submit(hubspot.get_lists, list(roles))
-        defs_f = pool.submit(hubspot.subscription_definitions)
-        props_f = pool.submit(hubspot.contact_properties)
-        info_f = {a.name: pool.submit(mailchimp.get_list, a.mailchimp_list_id) for a in selected}
-        fields_f = {a.name: pool.submit(mailchimp.merge_fields, a.mailchimp_list_id) for a in selected}
-        lists, definitions, props = lists_f.result(), defs_f.result(), props_f.result()
-        audience_reads: dict[str, tuple[AudienceInfo, list[MergeField]] | str] = {}
-        for a in selected:
-            try:
-                audience_reads[a.name] = (info_f[a.name].result(), fields_f[a.name].result())
-            except PermanentVendorError as exc:
-                if exc.status != 404:
-                    raise
-                audience_reads[a.name] = str(exc.detail)
-
-    for list_id, where in roles.items():
-        info = lists.get(list_id)
-        if info is None:
-            problems.append(f"hubspot list {list_id} ({'; '.join(where)}) does not exist: check the id "
-                            "(Lists v3 ILS id, not the legacy v1 id)")
-            continue
-        if info.processing_type != "DYNAMIC":
-            continue
-        if any(w.startswith("handover to_list") for w in where):
-            problems.append(f"hubspot list {list_id} {info.name!r} is DYNAMIC and cannot be a handover to_list "
-                            "(R14: DYNAMIC lists are never written): use a MANUAL list")
-        else:
-            warnings.append(f"hubspot list {list_id} {info.name!r} ({'; '.join(where)}) is DYNAMIC: it is read "
-                            "but never written (R14)")
-
-    for sid in subscription_ids(config, audiences):
-        name = config.subscription_name(sid)
-        if sid not in definitions:
-            problems.append(f"subscriptions.{name}: HubSpot has no subscription type {sid} "
-                            "(see /communication-preferences/v3/definitions)")
-        elif OPTOUT_PREFIX + sid not in props:
-            problems.append(f"subscriptions.{name}: HubSpot has no contact property {OPTOUT_PREFIX}{sid}, so "
-                            "opt-outs from it cannot be read")
-    for prop, where in mapped_properties(config, audiences).items():
-        if prop not in props:
-            problems.append(f"{where[0]}: HubSpot has no contact property {prop!r}: create it or fix the name")
-
-    for audience in selected:
-        read = audience_reads[audience.name]
-        place = f"audiences.{audience.name}"
-        if isinstance(read, str):
-            problems.append(f"{place}.mailchimp_list_id: Mailchimp has no audience "
-                            f"{audience.mailchimp_list_id} ({read})")
-            continue
-        info, fields = read
-        by_tag = {f.tag.upper(): f for f in fields}
-        for tag in audience.merge_fields:
-            field_ = by_tag.get(tag.upper())
-            if field_ is None:
-                problems.append(f"{place}.merge_fields.{tag}: the audience {info.name!r} has no merge field {tag}")
-            elif field_.type not in SUPPORTED_MERGE_TYPES:
-                problems.append(f"{place}.merge_fields.{tag}: merge field type {field_.type!r} is not supported "
-                                f"(supported: {', '.join(SUPPORTED_MERGE_TYPES)})")
-        mapped = {t.upper() for t in audience.merge_fields}
-        for f in fields:
-            if f.required and f.tag.upper() not in mapped and f.tag.upper() != "EMAIL":
-                problems.append(f"{place}.merge_fields: the audience requires merge field {f.tag}: map it to a "
-                                "HubSpot property")
-        if audience.new_member_status == "subscribed" and info.double_optin:
-            warnings.append(f"{place}.new_member_status: subscribed skips the double opt-in that audience "
-                            f"{info.name!r} has on; use pending to send confirmations")
-    return problems, warnings
+    return live_checks(config, hubspot, mailchimp, audiences)

@@ -25,7 +25,13 @@ def list_write(
     """
     hub_list = lists.get(list_id)
     if hub_list is None or hub_list.processing_type not in WRITABLE_LIST_TYPES:
-        kind = "not found" if hub_list is None else f"{hub_list.processing_type} ({hub_list.name})"
+        if hub_list is None:
+            kind = "not found"
+        elif hub_list.processing_type == "DYNAMIC":
+            kind = f"DYNAMIC ({hub_list.name})"
+        else:  # missing or unknown: only MANUAL and SNAPSHOT lists are known to take membership writes
+            sent = f"processingType {hub_list.processing_type!r}" if hub_list.processing_type else "no processingType"
+            kind = f"of unknown type ({hub_list.name}; HubSpot sent {sent}, and only MANUAL and SNAPSHOT lists are written)"
         out.report("warning", list_id, person.email,
                    f"R14 list {list_id} is {kind}: never written; left out {action} of contact {contact_id} ({reason})")
         return False

@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import quote
 
 from reconciler.errors import PermanentVendorError
 from reconciler.platforms.http import RetryPolicy, RollingWindowLimiter, VendorSession
+from reconciler.platforms.hubspot_search import (SEARCH, SEARCH_GROUPS, SEARCH_PAGE, SEARCH_PER_SECOND,
+                                                 SEARCH_RESULT_CAP, halves, search_groups)
 from reconciler.platforms.results import ALREADY, APPLIED, FAILED, WriteResult
 from reconciler.settings import HubSpotSettings
 
@@ -36,7 +39,9 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 class ListInfo:
     id: str
     name: str
-    processing_type: str  # MANUAL | SNAPSHOT | DYNAMIC
+    # MANUAL | SNAPSHOT | DYNAMIC as HubSpot spells them; anything else is kept as sent (upper-cased)
+    # and "" when HubSpot leaves it out, so that R14 never writes a list of unknown type.
+    processing_type: str
     size: int
 
 
@@ -84,21 +89,26 @@ def _item_errors(body: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def hubspot_session(settings: HubSpotSettings, *, concurrency: int = 8, retry: RetryPolicy = RetryPolicy(),
-                    timeout: tuple[float, float] = (10.0, 60.0)) -> VendorSession:
-    """A VendorSession with the Bearer token and one rolling-window limiter shared by all threads."""
+                    timeout: tuple[float, float] = (10.0, 60.0), search: bool = False) -> VendorSession:
+    """A VendorSession with the Bearer token and one rolling-window limiter shared by all threads.
+
+    `search`: the session for CRM search, which HubSpot limits apart (5 requests a second per
+    account) and exempts from the ten-secondly window, so it gets a limiter of its own.
+    """
     if not settings.token:
         raise PermanentVendorError("hubspot: no token configured (hubspot.token: ${HUBSPOT_TOKEN})", system="hubspot")
     limit = settings.rate_limit
+    requests, window = (SEARCH_PER_SECOND, 1.0) if search else (limit.requests, limit.per_seconds)
     return VendorSession(
         "hubspot",
         settings.base_url,
         authorization=f"Bearer {settings.token}",
         secrets=(settings.token,),
-        limiter=RollingWindowLimiter(limit.requests, limit.per_seconds),
+        limiter=RollingWindowLimiter(requests, window),
         pool_size=concurrency,
         timeout=timeout,
         retry=retry,
-        rate_window=limit.per_seconds,
+        rate_window=window,
     )
 
 
@@ -107,8 +117,10 @@ class HubSpotClient:
 
     system = "hubspot"
 
-    def __init__(self, settings: HubSpotSettings, *, session: VendorSession | None = None) -> None:
+    def __init__(self, settings: HubSpotSettings, *, session: VendorSession | None = None,
+                 search_session: VendorSession | None = None) -> None:
         self.session = session or hubspot_session(settings)
+        self.search_session = search_session or hubspot_session(settings, retry=self.session.retry, search=True)
         # Workers worth running at once: at the rate limit more threads only queue on the limiter.
         self.concurrency = max(1, min(8, settings.rate_limit.requests // 10 or 1))
 
@@ -117,6 +129,7 @@ class HubSpotClient:
 
     def close(self) -> None:
         self.session.close()
+        self.search_session.close()
 
     # ----- lists ------------------------------------------------------------------------------
 
@@ -131,7 +144,7 @@ class HubSpotClient:
                 info = ListInfo(
                     id=str(item.get("listId")),
                     name=str(item.get("name") or ""),
-                    processing_type=str(item.get("processingType") or "MANUAL").upper(),
+                    processing_type=str(item.get("processingType") or "").strip().upper(),
                     size=int(item.get("size") or (item.get("additionalProperties") or {}).get("hs_list_size") or 0),
                 )
                 if info.id in part:
@@ -228,6 +241,41 @@ class HubSpotClient:
             again += ids
         return again
 
+    def search_other_contacts(self, emails: Mapping[str, Collection[str]], properties: Iterable[str]) -> list[ContactRecord]:
+        """Every contact whose email is a key of `emails` (normalised) and whose record id is not
+        among the ids given with it: the other holders of an email (R1), by CRM search.
+
+        Search compares text case-insensitively, so a contact stored with another case is found
+        too. Each request holds up to 5 filter groups of `email IN [<= 100 emails]` AND
+        `hs_object_id NOT_IN [their known ids]`, so it asks about up to 500 emails and, when nobody
+        shares an email, answers one empty page. Recently written contacts may take a few moments
+        to appear in search (HubSpot's note); archived ones never do.
+        """
+        props = sorted(set(properties) | {"email"})
+        groups = search_groups(emails)
+        found: dict[str, ContactRecord] = {}
+        for start in range(0, len(groups), SEARCH_GROUPS):
+            for record in self._search(groups[start:start + SEARCH_GROUPS], props):
+                found.setdefault(record.id, record)
+        return list(found.values())
+
+    def _search(self, groups: list[dict[str, Any]], props: list[str]) -> list[ContactRecord]:
+        """Every result of one search, page by page; a query over HubSpot's 10,000-result cap is
+        asked again in halves (its pages beyond the cap could not be read)."""
+        body: dict[str, Any] = {"filterGroups": groups, "properties": props, "limit": SEARCH_PAGE,
+                                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}]}
+        records: list[ContactRecord] = []
+        after = "0"
+        while True:
+            answer = self.search_session.call("POST", SEARCH, json={**body, "after": after}).body or {}
+            if int(answer.get("total") or 0) > SEARCH_RESULT_CAP:
+                return [r for half in halves(groups) for r in self._search(half, props)]
+            records += [ContactRecord(str(item["id"]), dict(item.get("properties") or {}))
+                        for item in answer.get("results") or [] if item.get("id") is not None]
+            after = ((answer.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return records
+
     def contact_properties(self) -> dict[str, str]:
         """Every contact property name with its type (`GET /crm/v3/properties/contacts`)."""
         body = self.session.call("GET", "/crm/v3/properties/contacts").body or {}
@@ -313,6 +361,15 @@ class HubSpotClient:
         body = self.session.call("GET", f"{PREFS}/definitions").body or {}
         return {str(d["id"]): str(d.get("name") or "") for d in body.get("subscriptionDefinitions") or [] if "id" in d}
 
+    def subscribed_to(self, email: str) -> frozenset[str]:
+        """Ids of the subscriptions `email` is explicitly SUBSCRIBED to (R8's evidence of consent),
+        from `GET status/email/{email}`. An unknown email (404, or 200 with no statuses) has none."""
+        answer = self.session.call("GET", f"{PREFS}/status/email/{quote(email, safe='@')}", ok=(200, 404))
+        body = answer.body if answer.status == 200 and isinstance(answer.body, Mapping) else {}
+        return frozenset(str(s["id"]) for s in body.get("subscriptionStatuses") or []
+                         if isinstance(s, Mapping) and s.get("id") is not None
+                         and str(s.get("status") or "").upper() == "SUBSCRIBED")
+
     def unsubscribe(self, email: str, subscription_id: str, *, legal_basis: str, explanation: str,
                     not_found_retries: int = 0, not_found_delay: float = 1.0) -> WriteResult:
         """Unsubscribe one email from one subscription type, with the legal basis (R11).
@@ -334,3 +391,4 @@ class HubSpotClient:
                     raise
             time.sleep(not_found_delay * (attempt + 1))
         raise AssertionError("unreachable")
+
