@@ -241,26 +241,52 @@ class AuditLog:
     # -- memory (R5, R8) ----------------------------------------------------------------------
 
     def memory(self, *, retry_refused: bool = False) -> Memory:
-        """Refusals not followed by a success, and the status of members this product archived."""
+        """What the log says about each member and person, the latest recorded word winning.
+
+        - refusals (R5, R8): the latest create/restore refusal not followed by a success;
+        - archived_by_us (R8's evidence of consent): members whose latest recorded event is this
+          product archiving them while subscribed, pending or transactional. A later restore,
+          create or R4 unsubscribe of the member, an R11 unsubscribe of the person, or an archive
+          of it while opted out removes the evidence;
+        - opted_out (R4, R15): people this product saw opt out in Mailchimp: an R11 unsubscribe it
+          attempted (whatever its outcome: the opt-out happened in Mailchimp), or an archive of a
+          member that was unsubscribed or cleaned. They stay out of every audience.
+        """
         refusals: dict[tuple[str, str], Refusal] = {}
         archived: dict[tuple[str, str], str] = {}
+        by_email: dict[str, set[tuple[str, str]]] = {}
+        opted_out: dict[str, str] = {}
         rows = self._db.execute(
-            "SELECT action, outcome, mailchimp_list_id, email, before, error, at FROM changes "
-            "WHERE phase = 'outcome' AND mailchimp_list_id IS NOT NULL "
-            "AND action IN ('create_member', 'restore_member', 'archive_member') ORDER BY seq"
+            "SELECT phase, action, outcome, mailchimp_list_id, email, before, reason, error, at FROM changes "
+            "WHERE (phase = 'outcome' AND mailchimp_list_id IS NOT NULL "
+            "       AND action IN ('create_member', 'restore_member', 'archive_member', 'unsubscribe_member')) "
+            "   OR (phase = 'attempted' AND action = 'unsubscribe_contact') ORDER BY seq"
         )
-        for action, outcome, list_id, email, before, error, at in rows:
+        for phase, action, outcome, list_id, email, before, reason, error, at in rows:
+            if action == "unsubscribe_contact":
+                opted_out.setdefault(email, f"{reason.split(':', 1)[0]} on {at[:10]}")
+                for key in by_email.pop(email, ()):
+                    archived.pop(key, None)
+                continue
             key = (list_id, email)
+            done = outcome in ("applied", "verified")
             if action in ("create_member", "restore_member"):
                 if outcome == "refused":
                     refusals[key] = Refusal(action=action, reason=error or "refused", at=at)
-                elif outcome in ("applied", "verified"):
+                elif done:
                     refusals.pop(key, None)
-            elif action == "archive_member" and outcome in ("applied", "verified"):
+                    archived.pop(key, None)
+            elif action == "unsubscribe_member" and done:
+                archived.pop(key, None)
+            elif action == "archive_member" and done:
                 status = json.loads(before).get("status")
-                if status:
+                if status in ("unsubscribed", "cleaned"):
+                    archived.pop(key, None)
+                    opted_out.setdefault(email, f"archived while {status} on {at[:10]}")
+                elif status and email not in opted_out:
                     archived[key] = status
-        return Memory(refusals=refusals, archived_by_us=archived, retry_refused=retry_refused)
+                    by_email.setdefault(email, set()).add(key)
+        return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out, retry_refused=retry_refused)
 
     def attempted_since(self, at: str) -> frozenset[str]:
         """Keys of the changes an apply attempted at or after `at` (the stored time format)."""

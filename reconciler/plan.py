@@ -46,6 +46,21 @@ STEP_MEMBERS = 60  # R5 create, R8 restore, R6 update_member / add_tags / remove
 STEP_CLEANUP = 70  # R2/R3 remove_from_list
 
 
+# Within one R18 step, the order in which action groups run (create a contact before its
+# unsubscribe; HubSpot handover writes before the Mailchimp ones; unsubscribe a pending member
+# before its archive; untag before archive). The apply and `simulate` both follow it.
+APPLY_ACTION_ORDER = (
+    "create_contact", "unsubscribe_contact", "unsubscribe_member", "add_to_list", "set_contact_properties",
+    "remove_tags", "archive_member", "restore_member", "create_member", "update_member", "add_tags",
+    "remove_from_list",
+)
+
+
+def in_apply_order(changes: Iterable["Change"]) -> list["Change"]:
+    """The changes in the order the apply sends them: by R18 step, then by action group."""
+    return sorted(changes, key=lambda c: (c.step, APPLY_ACTION_ORDER.index(c.action)))
+
+
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
         return MappingProxyType({k: _freeze(v) for k, v in value.items()})

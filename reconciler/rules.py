@@ -17,7 +17,7 @@ from reconciler.plan import Change, Plan, Report
 from reconciler.rules_contacts import AudienceRules, Out, compile_audience, people_by_email
 from reconciler.rules_lists import source_cleanup
 from reconciler.rules_members import plan_audience
-from reconciler.rules_optouts import handovers, opt_outs_to_hubspot
+from reconciler.rules_optouts import handovers, mailchimp_opt_outs, opt_outs_of_this_plan, opt_outs_to_hubspot
 from reconciler.settings import Config
 
 __all__ = ["build_plan", "selected_audiences"]
@@ -45,9 +45,11 @@ def build_plan(config: Config, snapshot: Snapshot, memory: Memory = Memory(),
     out = Out(reports=r1_reports)
     # HubSpot writes first: the member rules plan from HubSpot as it will be after them (R15).
     opt_outs_to_hubspot(out, config, rules, people)
+    mailchimp_opt_outs(out, config, snapshot.audiences, people, memory.opted_out)
     handed = handovers(out, rules, people, critical, snapshot.lists)
     for audience in rules:
-        plan_audience(out, config, audience, people, handed, critical, memory)
+        plan_audience(out, config, audience, people, handed, critical, memory, snapshot.consent)
+    opt_outs_of_this_plan(out, config, rules, people)
     source_cleanup(out, people, rules, critical, snapshot.lists)
     return Plan(
         changes=tuple(sorted(out.changes, key=Change.sort_key)),

@@ -42,7 +42,9 @@ class Person(NamedTuple):
     properties: Mapping[str, Any]  # the first contact's, after this plan's handover writes
     unsubscribed: frozenset[str]  # every contact's explicit opt-outs
     opted_out_of_all: bool
-    unsubscribed_by_r11: str | None = None  # the R11 reason, when this plan unsubscribes it (R15)
+    # Why the person counts as opted out in Mailchimp (R15, SPEC §4 R4): this plan's R11 unsubscribe,
+    # an opt-out in another audience of the config, or one the audit log remembers.
+    unsubscribed_by_r11: str | None = None
     created_in_plan: bool = False  # R11 create_missing_contacts: no HubSpot id yet (contact id "")
 
     @property
@@ -168,7 +170,7 @@ def critical_lists_of(person: Person, critical: frozenset[str]) -> list[str]:
 def opt_out_reason(person: Person, subscriptions: tuple[str, ...], config: Config) -> str | None:
     """Why the person counts as opted out in HubSpot for R4 (None: it does not)."""
     if person.unsubscribed_by_r11:
-        return f"R4 unsubscribed in HubSpot by this plan ({person.unsubscribed_by_r11})"
+        return f"R4 {person.unsubscribed_by_r11}"
     if person.opted_out_of_all:
         return "R4 opted out of all email in HubSpot"
     for sid in subscriptions:
@@ -232,6 +234,8 @@ class AudienceRules:
     managed: dict[str, str]
     handovers: dict[str, tuple[Handover, ...]]  # handover tag (casefold) -> handovers, config order
     r4_subscriptions: tuple[str, ...]
+    all_subscriptions: tuple[str, ...]  # every subscription of the config: an opt-out of any stops writes (R4)
+    consent_subscriptions: tuple[str, ...]  # R8: explicit SUBSCRIBED to one of these is consent to restore
     merge_fields: tuple[tuple[str, str, str], ...]  # (merge tag, HubSpot property, Mailchimp type)
     _exempt: dict[str, bool] = field(default_factory=dict)
     _implied: dict[tuple[int, str], tuple[list[str], frozenset[str]]] = field(default_factory=dict)
@@ -243,6 +247,10 @@ class AudienceRules:
     @property
     def list_id(self) -> str:
         return self.audience.mailchimp_list_id
+
+    @property
+    def subscriptions_label(self) -> str:
+        return ", ".join(self.consent_subscriptions) or "a configured subscription (none configured)"
 
     def is_exempt(self, tag: str) -> bool:
         known = self._exempt.get(tag)
@@ -303,8 +311,18 @@ def compile_audience(config: Config, audience: Audience, state: AudienceState) -
         managed={t.casefold(): t for t in audience.managed_tags},
         handovers={tag: tuple(hs) for tag, hs in handovers.items()},
         r4_subscriptions=tuple(opt_outs.from_hubspot),
+        all_subscriptions=tuple(dict.fromkeys(str(s) for s in config.subscriptions.values())),
+        consent_subscriptions=_consent_subscriptions(config, audience),
         merge_fields=merge_fields,
     )
+
+
+def _consent_subscriptions(config: Config, audience: Audience) -> tuple[str, ...]:
+    """The audience's configured subscriptions (R4's and R11's), or every subscription of the
+    config when the audience names none."""
+    opt_outs = audience.opt_outs
+    named = list(opt_outs.from_hubspot) + list(opt_outs.to_hubspot.subscriptions if opt_outs.to_hubspot else ())
+    return tuple(dict.fromkeys(named or (str(s) for s in config.subscriptions.values())))
 
 
 def join_stream(rules: AudienceRules, person: Person) -> Joined | None:

@@ -7,7 +7,8 @@ member, the hot path of a plan: precedence is decided once per email, here, in `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from reconciler.model import OPTED_OUT_STATUSES, WRITABLE_STATUSES, Member, Memory, Refusal
 from reconciler.normalise import normalise
@@ -33,6 +34,7 @@ from reconciler.rules_optouts import Handed
 from reconciler.settings import Config
 
 COUNTED_BY_CAP = ("subscribed", "pending")  # R16
+EMPTY_CONSENT: Mapping[str, frozenset[str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +48,10 @@ class Candidate:
 
 def plan_audience(
     out: Out, config: Config, audience: AudienceRules, people: People, handed: Handed,
-    critical: frozenset[str], memory: Memory,
+    critical: frozenset[str], memory: Memory, consent: Mapping[str, frozenset[str]] = EMPTY_CONSENT,
 ) -> None:
-    """Every contact and member of the audience, by the precedence of SPEC §4."""
+    """Every contact and member of the audience, by the precedence of SPEC §4. `consent`: the
+    subscriptions each restore candidate's HubSpot contact is explicitly subscribed to (R8)."""
     members = audience.state.members
     candidates: list[Candidate] = []
     sources = audience.source_lists
@@ -58,7 +61,7 @@ def plan_audience(
             continue  # nothing to create, nothing to change
         if handed.decided(audience.name, email):
             continue
-        member_fate(out, config, audience, person, member, critical, memory, candidates)
+        member_fate(out, config, audience, person, member, critical, memory, candidates, consent)
     for email, member in members.items():
         if email not in people and not handed.decided(audience.name, email):
             leave(out, audience, None, member)
@@ -68,19 +71,31 @@ def plan_audience(
 def member_fate(
     out: Out, config: Config, audience: AudienceRules, person: Person, member: Member | None,
     critical: frozenset[str], memory: Memory, candidates: list[Candidate],
+    consent: Mapping[str, frozenset[str]] = EMPTY_CONSENT,
 ) -> None:
     """Precedence: critical (R2), opted out (R4), then streams (R3): eligible (R5–R8) or leaving (R9).
     A pending handover (R12) was decided before this runs."""
     if not person.lists.isdisjoint(critical):
         archive_critical(out, audience, person, member, critical)
         return
+    if member is not None and member.status in OPTED_OUT_STATUSES:
+        joined = join_stream(audience, person)  # R7: never written, whatever else holds
+        if joined is not None:
+            seven(out, audience, person, joined, member)
+        return
     opted_out = opt_out_reason(person, audience.r4_subscriptions, config)
     if opted_out is not None:
-        unsubscribe_opted_out(out, audience, member, opted_out)
+        unsubscribe_opted_out(out, audience, member, opted_out, unsubscribe=True)
+        return
+    # Opted out of a configured subscription that R4 does not use (or R4 off): still no write of
+    # any kind but an unsubscribe, which only R4's subscriptions ask for (SPEC §4 R4).
+    no_writes = opt_out_reason(person, audience.all_subscriptions, config)
+    if no_writes is not None:
+        unsubscribe_opted_out(out, audience, member, no_writes, unsubscribe=False)
         return
     joined = join_stream(audience, person)
     if joined is not None:
-        eligible(out, audience, person, joined, member, memory, candidates)
+        eligible(out, audience, person, joined, member, memory, candidates, consent)
     elif member is not None:
         leave(out, audience, person, member)
 
@@ -90,10 +105,23 @@ def member_fate(
 
 def archive_critical(out: Out, audience: AudienceRules, person: Person, member: Member | None,
                      critical: frozenset[str]) -> None:
-    """R2: archived whatever its status, tags or exemptions; never created, updated or restored."""
+    """R2: archived whatever its status, tags or exemptions; never created, updated or restored.
+
+    Mailchimp answers 405 to archiving a pending or cleaned member. A pending member could still
+    confirm, so it is first unsubscribed (the archive waits for that, `Plan.prerequisites`); a
+    cleaned one is never emailed and is reported, not written."""
     if member is None or member.status == "archived":
         return
     reason = f"R2 critical list {min(person.lists & critical)}"
+    if member.status == "cleaned":
+        out.report("skipped", audience.name, member.email,
+                   f"{reason}: the member is cleaned (never emailed); Mailchimp cannot archive it, not written")
+        return
+    if member.status == "pending":
+        out.changes.append(Change.make(MAILCHIMP, "unsubscribe_member", audience.name, member.email,
+                                       {"status": "pending"}, {"status": "unsubscribed"},
+                                       f"{reason}: pending member unsubscribed before its archive (it could still confirm)",
+                                       STEP_CRITICAL))
     out.changes.append(Change.make(MAILCHIMP, "archive_member", audience.name, member.email,
                                    {"status": member.status}, {"status": "archived"}, reason, STEP_CRITICAL))
 
@@ -101,9 +129,17 @@ def archive_critical(out: Out, audience: AudienceRules, person: Person, member: 
 # -- R4 HubSpot opt-out -----------------------------------------------------------------------
 
 
-def unsubscribe_opted_out(out: Out, audience: AudienceRules, member: Member | None, reason: str) -> None:
-    """R4: not eligible; a subscribed or pending member is unsubscribed (never archived for it)."""
-    if member is None or not audience.audience.opt_outs.from_hubspot_enabled:
+def unsubscribe_opted_out(out: Out, audience: AudienceRules, member: Member | None, reason: str,
+                          unsubscribe: bool) -> None:
+    """R4: not eligible, so no merge fields, tags, create or restore; with `from_hubspot` on (and an
+    opt-out R4 counts), a subscribed or pending member is unsubscribed (never archived for it)."""
+    if member is None or member.status not in ("subscribed", "pending", "transactional"):
+        return
+    if not unsubscribe or not audience.audience.opt_outs.from_hubspot_enabled:
+        out.report("skipped", audience.name, member.email,
+                   f"{reason}: no data written to its {member.status} member"
+                   + ("" if unsubscribe else " (not a subscription R4 unsubscribes from)")
+                   + ("" if audience.audience.opt_outs.from_hubspot_enabled else "; from_hubspot is off"))
         return
     if member.status in ("subscribed", "pending"):
         out.changes.append(Change.make(MAILCHIMP, "unsubscribe_member", audience.name, member.email,
@@ -115,16 +151,21 @@ def unsubscribe_opted_out(out: Out, audience: AudienceRules, member: Member | No
 
 
 def eligible(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member | None,
-             memory: Memory, candidates: list[Candidate]) -> None:
+             memory: Memory, candidates: list[Candidate],
+             consent: Mapping[str, frozenset[str]] = EMPTY_CONSENT) -> None:
     if member is None:
         create(out, audience, person, joined, memory, candidates)
     elif member.status in WRITABLE_STATUSES:
         update(out, audience, person, joined, member)
     elif member.status in OPTED_OUT_STATUSES:
-        out.report("skipped", audience.name, person.email,
-                   f"R7 member is {member.status} in Mailchimp: never resubscribed or written ({source_of(joined)})")
+        seven(out, audience, person, joined, member)
     elif member.status == "archived":
-        restore(out, audience, person, joined, member, memory, candidates)
+        restore(out, audience, person, joined, member, memory, candidates, consent)
+
+
+def seven(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member) -> None:
+    out.report("skipped", audience.name, person.email,
+               f"R7 member is {member.status} in Mailchimp: never resubscribed or written ({source_of(joined)})")
 
 
 def source_of(joined: Joined) -> str:
@@ -177,8 +218,10 @@ def update(out: Out, audience: AudienceRules, person: Person, joined: Joined, me
 
 
 def restore(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member, memory: Memory,
-            candidates: list[Candidate]) -> None:
-    """R8: PUT with status = new_member_status, merge fields and tags set as a create would."""
+            candidates: list[Candidate], consent: Mapping[str, frozenset[str]] = EMPTY_CONSENT) -> None:
+    """R8: PUT with status = new_member_status, merge fields and tags set as a create would, only
+    with evidence of consent (never relying on Mailchimp to refuse: it lets the API re-subscribe
+    a member an admin or the API unsubscribed before the archive)."""
     settings = audience.audience
     email = person.email
     if not settings.restore_archived:
@@ -189,12 +232,13 @@ def restore(out: Out, audience: AudienceRules, person: Person, joined: Joined, m
         out.report("refused", audience.name, email,
                    refused_on("R8", refusal))
         return
-    if settings.new_member_status == "pending":
-        archived_while = memory.archived_by_us.get((audience.list_id, email))
-        if archived_while not in ("subscribed", "pending"):
-            out.report("skipped", audience.name, email,
-                       f"R8 restore needs consent: not archived by this product while subscribed or pending ({source_of(joined)})")
-            return
+    evidence = consent_evidence(audience, email, memory, consent)
+    if evidence is None:
+        out.report("skipped", audience.name, email,
+                   "R8 restore needs consent: not archived by this product while subscribed or pending "
+                   "(or opted out since), and the HubSpot contact is not explicitly subscribed to "
+                   f"{audience.subscriptions_label} ({source_of(joined)})")
+        return
     adding, removing = tag_differences(audience, joined, member.tags, reach_across=True)
     tags = {**dict.fromkeys(adding, True), **dict.fromkeys(removing, False)}
     merge_fields = desired_merge_fields(audience, person)
@@ -205,8 +249,25 @@ def restore(out: Out, audience: AudienceRules, person: Person, joined: Joined, m
     }
     after = {"status": settings.new_member_status, "merge_fields": merge_fields, "tags": tags}
     change = Change.make(MAILCHIMP, "restore_member", audience.name, email, before, after,
-                         f"R8 archived member is eligible again ({source_of(joined)})", STEP_MEMBERS, person.primary.id)
+                         f"R8 archived member is eligible again ({source_of(joined)}; {evidence})", STEP_MEMBERS,
+                         person.primary.id)
     candidates.append(Candidate((0, joined.stream.index, joined.source_index, email), change))
+
+
+def consent_evidence(audience: AudienceRules, email: str, memory: Memory,
+                     consent: Mapping[str, frozenset[str]]) -> str | None:
+    """R8's evidence of consent, as words for the reason; None when there is none.
+
+    Either the audit log's latest word on the member is this product's archive of it while it was
+    subscribed or pending (`Memory.archived_by_us` keeps only such latest words), or the HubSpot
+    contact is explicitly SUBSCRIBED to one of the audience's configured subscriptions."""
+    archived_while = memory.archived_by_us.get((audience.list_id, email))
+    if archived_while in ("subscribed", "pending"):
+        return f"archived by this product while {archived_while}"
+    subscribed = consent.get(email, frozenset()) & frozenset(audience.consent_subscriptions)
+    if subscribed:
+        return f"explicitly subscribed in HubSpot to {', '.join(sorted(subscribed))}"
+    return None
 
 
 # -- R6 tags, R13 merge fields ----------------------------------------------------------------
@@ -284,6 +345,10 @@ def leave(out: Out, audience: AudienceRules, person: Person | None, member: Memb
     if on_leave == "keep":
         return
     reason = why_no_stream(audience, person)
+    if on_leave == "archive" and member.status == "pending":
+        out.report("skipped", audience.name, member.email,
+                   f"{reason}: pending members cannot be archived (Mailchimp answers 405); not written")
+        return
     if on_leave == "archive":
         out.changes.append(Change.make(MAILCHIMP, "archive_member", audience.name, member.email,
                                        {"status": member.status}, {"status": "archived"}, reason, STEP_LEAVE))
@@ -304,11 +369,11 @@ def apply_member_cap(out: Out, audience: AudienceRules, candidates: list[Candida
         out.changes.extend(c.change for c in candidates)
         return
     counted = sum(1 for m in audience.state.members.values() if m.status in COUNTED_BY_CAP)
-    leaving = sum(
-        1 for c in out.changes
+    leaving = len({
+        c.email for c in out.changes
         if c.system == MAILCHIMP and c.target == audience.name
         and c.action in ("archive_member", "unsubscribe_member") and c.before.get("status") in COUNTED_BY_CAP
-    )
+    })  # an R2 pending member is both unsubscribed and archived: it frees one place
     room = max(cap - (counted - leaving), 0)
     for candidate in candidates[:room]:
         out.changes.append(candidate.change)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.model import Contact, HubList
+from reconciler.model import OPTED_OUT_STATUSES, Contact, HubList
 from reconciler.plan import (
     HUBSPOT,
     MAILCHIMP,
@@ -65,7 +65,40 @@ def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], pe
                     f"{reason}: unsubscribe from {config.subscription_name(sid)}", STEP_OPT_OUTS_TO_HUBSPOT, contact_id,
                 ))
             if unsubscribed and not person.unsubscribed_by_r11:
-                people[email] = person._replace(unsubscribed_by_r11=f"R11 from audience {audience.name}")
+                people[email] = person._replace(
+                    unsubscribed_by_r11=f"unsubscribed in HubSpot by this plan (R11 from audience {audience.name})")
+
+
+def opt_outs_of_this_plan(out: Out, config: Config, rules: list[AudienceRules], people: People) -> None:
+    """R11 for the members R4 unsubscribes in this plan, so the plan converges in one apply.
+
+    Once R4 sets a member to unsubscribed, the next plan would carry it to HubSpot (R11 reads every
+    unsubscribed member). Planned now, it is the same write, one run earlier: the person's opt-out
+    (in HubSpot of another subscription, or in another Mailchimp audience) reaches every
+    subscription R11 uses. R2 and R12 unsubscribe only members they then archive, which R11 does
+    not read, so only R4's count."""
+    planned = {(c.email, c.target) for c in out.changes if c.action == "unsubscribe_contact"}
+    by_name = {r.name: r for r in rules}
+    for change in list(out.changes):
+        if change.action != "unsubscribe_member" or change.rule != "R4":
+            continue
+        audience = by_name.get(change.target)
+        to_hubspot = audience.audience.opt_outs.to_hubspot if audience else None
+        person = people.get(change.email)
+        if to_hubspot is None or "unsubscribed" not in to_hubspot.statuses or person is None \
+                or person.created_in_plan:
+            continue
+        for sid in to_hubspot.subscriptions:
+            if (change.email, sid) in planned or is_unsubscribed_from(person, sid):
+                continue
+            planned.add((change.email, sid))
+            out.changes.append(Change.make(
+                HUBSPOT, "unsubscribe_contact", sid, change.email, {"unsubscribed": False},
+                {"unsubscribed": True, "legal_basis": to_hubspot.legal_basis, "explanation": to_hubspot.explanation},
+                f"R11 unsubscribed in Mailchimp audience {change.target} by this plan ({change.reason}): "
+                f"unsubscribe from {config.subscription_name(sid)}",
+                STEP_OPT_OUTS_TO_HUBSPOT, person.primary.id,
+            ))
 
 
 def _create_contact(out: Out, email: str, reason: str, audience: str) -> Person:
@@ -75,7 +108,29 @@ def _create_contact(out: Out, email: str, reason: str, audience: str) -> Person:
                                    f"{reason}: no HubSpot contact", STEP_OPT_OUTS_CREATE_CONTACTS))
     contact = Contact("", email)
     return Person(email, (contact,), frozenset(), contact.properties, frozenset(), False,
-                  f"R11 from audience {audience}", created_in_plan=True)
+                  f"unsubscribed in HubSpot by this plan (R11 from audience {audience})", created_in_plan=True)
+
+
+def mailchimp_opt_outs(out: Out, config: Config, snapshot_audiences: Mapping[str, Any], people: People,
+                       remembered: Mapping[str, str]) -> None:
+    """A Mailchimp opt-out keeps the person out of every audience of the config (SPEC §4 R4, R15),
+    on every run: an unsubscribed or cleaned member in any audience (planned or not: `--audience`
+    still reads the others' opt-outs), or an opt-out the audit log remembers (the member may since
+    have been archived, hiding it, and HubSpot may not reflect it yet)."""
+    seen: dict[str, str] = {}
+    for name, audience in config.audiences.items():
+        state = snapshot_audiences.get(audience.mailchimp_list_id)
+        if state is None:
+            continue
+        for email, member in state.members.items():
+            if member.status in OPTED_OUT_STATUSES and email not in seen:
+                seen[email] = f"opted out in Mailchimp: {member.status} in audience {name}"
+    for email, why in remembered.items():
+        seen.setdefault(email, f"opted out in Mailchimp: {why} (audit log)")
+    for email, why in seen.items():
+        person = people.get(email)
+        if person is not None and not person.unsubscribed_by_r11:
+            people[email] = person._replace(unsubscribed_by_r11=why)
 
 
 # -- R12 Handover -----------------------------------------------------------------------------
@@ -215,12 +270,26 @@ def _handover_properties(
 def _hand_over_in_mailchimp(
     out: Out, audience: AudienceRules, pending: list[Handover], email: str, status: str, tags: tuple[str, ...],
 ) -> None:
-    """After the HubSpot writes: managed and handover tags removed, then the member archived."""
+    """After the HubSpot writes: managed and handover tags removed, then the member archived.
+
+    Mailchimp answers 405 to archiving a pending or cleaned member. A pending member could still
+    confirm, so, as R2 does, it is unsubscribed first (the archive waits for it). A cleaned one
+    is never emailed: its managed and handover tags go (R7 lets R12 remove them), so the handover
+    is done once, and it is reported, not archived."""
     handover_tags = {h.tag.casefold() for h in pending}
-    removed = [t for t in tags if t.casefold() in audience.managed or t.casefold() in handover_tags]
     reason = f"R12 handover {', '.join(h.tag for h in pending)} to list {', '.join(h.to_list for h in pending)}"
+    removed = [t for t in tags if t.casefold() in audience.managed or t.casefold() in handover_tags]
     if removed:
         out.changes.append(Change.make(MAILCHIMP, "remove_tags", audience.name, email, dict.fromkeys(removed, True),
                                        dict.fromkeys(removed, False), reason, STEP_HANDOVER_MAILCHIMP))
+    if status == "cleaned":
+        out.report("skipped", audience.name, email,
+                   f"{reason}: the member is cleaned (never emailed); Mailchimp cannot archive it, not archived")
+        return
+    if status == "pending":
+        out.changes.append(Change.make(MAILCHIMP, "unsubscribe_member", audience.name, email, {"status": "pending"},
+                                       {"status": "unsubscribed"},
+                                       f"{reason}: pending member unsubscribed before its archive (it could still confirm)",
+                                       STEP_HANDOVER_MAILCHIMP))
     out.changes.append(Change.make(MAILCHIMP, "archive_member", audience.name, email, {"status": status},
                                    {"status": "archived"}, reason, STEP_HANDOVER_MAILCHIMP))

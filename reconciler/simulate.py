@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from reconciler.model import AudienceState, Contact, HubList, Member, Memory, Refusal, Snapshot
-from reconciler.plan import HUBSPOT, Change, Plan
+from reconciler.plan import HUBSPOT, Change, Plan, in_apply_order
 
 COMPLIANCE = "Member In Compliance State"
+NOT_ARCHIVABLE = "Method Not Allowed"  # 405: a pending or cleaned member cannot be archived
 FORGOTTEN = "Forgotten Email Not Subscribed"
 
 
@@ -22,8 +23,15 @@ FORGOTTEN = "Forgotten Email Not Subscribed"
 class VendorHidden:
     """Mailchimp state the API does not show, keyed by (Mailchimp list id, email)."""
 
-    archived_after_opt_out: frozenset[tuple[str, str]] = frozenset()  # restore to subscribed refused
+    # Archived after the person unsubscribed themselves: a restore to subscribed is refused
+    # (Member In Compliance State); to pending it goes through (a confirmation email). Members
+    # archived from any other status are restored by Mailchimp.
+    archived_after_opt_out: frozenset[tuple[str, str]] = frozenset()
     forgotten: frozenset[tuple[str, str]] = frozenset()  # permanently deleted: every create refused
+    # Unsubscribed by an admin or the API rather than by the person: Mailchimp lets the API set
+    # these back to subscribed or pending (and an archive keeps that). Other unsubscribes are the
+    # person's own, and every re-subscription of them is refused.
+    unsubscribed_by_api: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -42,17 +50,35 @@ class Simulation:
     deferred: tuple[Change, ...] = ()  # R18: archives whose R11 prerequisites were refused
     archived: tuple[tuple[str, str, str], ...] = ()  # (list id, email, status before)
 
+    done: tuple[tuple[Change, str | None], ...] = ()  # every change sent, with its list id, in order
+
     def memory(self, previous: Memory = Memory(), at: str = "2000-01-01T00:00:00Z") -> Memory:
-        """`previous` plus this run's refusals and archives, as the audit log would remember them
-        (for a next run without --retry-refused)."""
+        """`previous` plus this run's refusals, archives and opt-outs, as the audit log would
+        remember them (for a next run without --retry-refused): the latest word on a member wins."""
         refusals = dict(previous.refusals)
         archived = dict(previous.archived_by_us)
+        opted_out = dict(previous.opted_out)
         for refused in self.refused:
             if refused.list_id is not None and refused.change.action in ("create_member", "restore_member"):
                 refusals[(refused.list_id, refused.change.email)] = Refusal(refused.change.action, refused.reason, at)
-        for list_id, email, status in self.archived:
-            archived[(list_id, email)] = status
-        return Memory(refusals=refusals, archived_by_us=archived)
+        for change, list_id in self.done:
+            key = (list_id or "", change.email)
+            if change.action == "unsubscribe_contact":
+                opted_out.setdefault(change.email, f"{change.reason} on {at[:10]}")
+                for other in [k for k in archived if k[1] == change.email]:
+                    del archived[other]
+            elif change.action == "archive_member":
+                status = change.before.get("status")
+                if status in ("unsubscribed", "cleaned"):
+                    archived.pop(key, None)
+                    opted_out.setdefault(change.email, f"archived while {status} ({change.reason}) on {at[:10]}")
+                elif status in ("subscribed", "pending", "transactional"):
+                    archived[key] = str(status)
+            elif change.action in ("restore_member", "create_member", "unsubscribe_member"):
+                archived.pop(key, None)
+                if change.action != "unsubscribe_member":
+                    refusals.pop(key, None)
+        return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out)
 
 
 def simulate(snapshot: Snapshot, plan: Plan, hidden: VendorHidden = VendorHidden()) -> Snapshot:
@@ -62,18 +88,21 @@ def simulate(snapshot: Snapshot, plan: Plan, hidden: VendorHidden = VendorHidden
 
 def simulate_apply(snapshot: Snapshot, plan: Plan, hidden: VendorHidden = VendorHidden()) -> Simulation:
     world = _World(snapshot, hidden, dict(plan.audience_lists))
-    failed_opt_outs: set[str] = set()
+    not_done: set[int] = set()  # id() of the changes refused or deferred
     deferred: list[Change] = []
-    for change in plan.changes:
-        if plan.prerequisites(change) and change.email in failed_opt_outs:
+    done: list[tuple[Change, str | None]] = []
+    for change in in_apply_order(plan.changes):
+        if any(id(p) in not_done for p in plan.prerequisites(change)):
             deferred.append(change)
+            not_done.add(id(change))
             continue
         reason = world.apply(change)
         if reason is not None:
             world.refused.append(Refused(change, world.list_ids.get(change.target), reason))
-            if change.action == "unsubscribe_contact":
-                failed_opt_outs.add(change.email)
-    return Simulation(world.snapshot(), tuple(world.refused), tuple(deferred), tuple(world.archived))
+            not_done.add(id(change))
+        else:
+            done.append((change, world.list_ids.get(change.target) if change.system != HUBSPOT else None))
+    return Simulation(world.snapshot(), tuple(world.refused), tuple(deferred), tuple(world.archived), tuple(done))
 
 
 @dataclass
@@ -86,10 +115,14 @@ class _World:
     members: dict[str, dict[str, Member]] = field(default_factory=dict)  # list id -> email -> member
     refused: list[Refused] = field(default_factory=list)
     archived: list[tuple[str, str, str]] = field(default_factory=list)
+    by_api: set[tuple[str, str]] = field(default_factory=set)  # unsubscribed by an admin or the API
+    refuses_restore: set[tuple[str, str]] = field(default_factory=set)  # archived after their own opt-out
 
     def __post_init__(self) -> None:
         self.contacts = dict(self.base.contacts)
         self.lists = dict(self.base.lists)
+        self.by_api = set(self.hidden.unsubscribed_by_api)
+        self.refuses_restore = set(self.hidden.archived_after_opt_out)
 
     def snapshot(self) -> Snapshot:
         audiences = dict(self.base.audiences)
@@ -145,7 +178,12 @@ class _World:
     def _mailchimp_archive_member(self, change: Change, list_id: str, members: dict[str, Member]) -> str | None:
         member = members.get(change.email)
         if member is None or member.status == "archived":
-            return None  # 404 / already archived: done
+            return None  # 404 / 405 on an archived member, verified by reading: done
+        if member.status in ("pending", "cleaned"):
+            return NOT_ARCHIVABLE
+        key = (list_id, change.email)
+        if member.status == "unsubscribed" and key not in self.by_api:
+            self.refuses_restore.add(key)  # the person's own opt-out survives the archive
         self.archived.append((list_id, change.email, member.status))
         members[change.email] = replace(member, status="archived")
         return None
@@ -157,11 +195,13 @@ class _World:
             if (list_id, change.email) in self.hidden.forgotten:
                 return FORGOTTEN
             member = Member(change.email, status)
+        key = (list_id, change.email)
+        # Only a re-subscription is refused; `pending` (a new confirmation email) is let through.
         if status == "subscribed" and (
-            member.status in ("unsubscribed", "cleaned")
-            or (member.status == "archived" and (list_id, change.email) in self.hidden.archived_after_opt_out)
-        ):
+                (member.status == "unsubscribed" and key not in self.by_api) or member.status == "cleaned"
+                or (member.status == "archived" and key in self.refuses_restore)):
             return COMPLIANCE
+        self.by_api.discard(key)
         restored = replace(member, status=status)
         members[change.email] = _with_data(restored, change.after.get("merge_fields", {}), change.after.get("tags", {}))
         return None
@@ -172,6 +212,7 @@ class _World:
             return "Resource Not Found"
         if member.status in ("subscribed", "pending"):
             members[change.email] = replace(member, status="unsubscribed")
+            self.by_api.add((list_id, change.email))
         return None
 
     # -- HubSpot ------------------------------------------------------------------------------

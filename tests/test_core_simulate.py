@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from reconciler.plan import Change, Plan
-from reconciler.simulate import COMPLIANCE, FORGOTTEN, VendorHidden, simulate, simulate_apply
+from reconciler.simulate import COMPLIANCE, FORGOTTEN, NOT_ARCHIVABLE, VendorHidden, simulate, simulate_apply
 from tests.core_builders import LIST_ID, MARKETING, audience, config, contact, member, of, plan, reasons, snapshot
 
 ANN = "ann@example.com"
@@ -33,7 +35,9 @@ def test_simulate_applies_every_kind_of_change_and_the_replan_is_empty() -> None
 
 
 def test_simulate_refuses_restoring_to_subscribed_a_member_archived_after_an_opt_out() -> None:
-    snap = snapshot([contact("1", ANN, ["719"])], [member(ANN, "archived")])
+    # Evidence of consent in HubSpot, yet the person had unsubscribed themselves before the archive.
+    snap = replace(snapshot([contact("1", ANN, ["719"])], [member(ANN, "archived")]),
+                   consent={ANN: frozenset({MARKETING})})
     first = plan(config(), snap)
     result = simulate_apply(snap, first, VendorHidden(archived_after_opt_out=frozenset({(LIST_ID, ANN)})))
     assert [(r.change.action, r.reason) for r in result.refused] == [("restore_member", COMPLIANCE)]
@@ -63,13 +67,43 @@ def test_simulate_repeated_hubspot_unsubscribe_counts_as_done() -> None:
 
 
 def test_simulate_records_archives_for_memory_and_dynamic_list_writes_are_refused() -> None:
-    snap = snapshot([contact("1", ANN, ["719"])], [member("bob@example.com", "pending", "Recruitment")],
+    snap = snapshot([contact("1", ANN, ["719"])], [member("bob@example.com", "subscribed", "Recruitment")],
                     dynamic=["719"])
-    archive = Change.make("mailchimp", "archive_member", "main", "bob@example.com", {"status": "pending"},
+    archive = Change.make("mailchimp", "archive_member", "main", "bob@example.com", {"status": "subscribed"},
                           {"status": "archived"}, "R9 test", 50)
     remove = Change.make("hubspot", "remove_from_list", "719", ANN, {"member": True}, {"member": False},
                          "R3 test", 70, "1")
     result = simulate_apply(snap, Plan((archive, remove), audience_lists={"main": LIST_ID}))
-    assert result.archived == ((LIST_ID, "bob@example.com", "pending"),)
-    assert result.memory().archived_by_us == {(LIST_ID, "bob@example.com"): "pending"}
+    assert result.archived == ((LIST_ID, "bob@example.com", "subscribed"),)
+    assert result.memory().archived_by_us == {(LIST_ID, "bob@example.com"): "subscribed"}
     assert [r.change.action for r in result.refused] == ["remove_from_list"]
+
+
+def test_simulate_answers_405_to_archiving_a_pending_or_cleaned_member() -> None:
+    snap = snapshot([], [member("bob@example.com", "pending"), member("cat@example.com", "cleaned")])
+    changes = tuple(Change.make("mailchimp", "archive_member", "main", email, {"status": status},
+                                {"status": "archived"}, "R9 test", 50)
+                    for email, status in (("bob@example.com", "pending"), ("cat@example.com", "cleaned")))
+    result = simulate_apply(snap, Plan(changes, audience_lists={"main": LIST_ID}))
+    assert [(r.change.email, r.reason) for r in result.refused] == [("bob@example.com", NOT_ARCHIVABLE),
+                                                                    ("cat@example.com", NOT_ARCHIVABLE)]
+    assert {m.status for m in result.snapshot.audiences[LIST_ID].members.values()} == {"pending", "cleaned"}
+
+
+def test_simulate_lets_the_api_resubscribe_an_api_unsubscribed_member_archived_since() -> None:
+    # The unkind vendor: only a person's own unsubscribe is protected by Mailchimp.
+    snap = snapshot([], [member(ANN, "subscribed"), member("bob@example.com", "unsubscribed")])
+    unsub = Change.make("mailchimp", "unsubscribe_member", "main", ANN, {"status": "subscribed"},
+                        {"status": "unsubscribed"}, "R4 test", 20)
+    archives = tuple(Change.make("mailchimp", "archive_member", "main", email, {"status": "unsubscribed"},
+                                 {"status": "archived"}, "R2 test", 30) for email in (ANN, "bob@example.com"))
+    first = simulate_apply(snap, Plan((unsub, *archives), audience_lists={"main": LIST_ID}))
+    restores = tuple(Change.make("mailchimp", "restore_member", "main", email, {"status": "archived"},
+                                 {"status": "subscribed"}, "R8 test", 60) for email in (ANN, "bob@example.com"))
+    second = simulate_apply(first.snapshot, Plan(restores, audience_lists={"main": LIST_ID}),
+                            VendorHidden(archived_after_opt_out=frozenset({(LIST_ID, "bob@example.com")})))
+    assert [(r.change.email, r.reason) for r in second.refused] == [("bob@example.com", COMPLIANCE)]
+    assert second.snapshot.audiences[LIST_ID].members[ANN].status == "subscribed"
+    # ...which is why the product keeps its own memory: both opted out, neither has restore evidence.
+    memory = first.memory()
+    assert set(memory.opted_out) == {ANN, "bob@example.com"} and memory.archived_by_us == {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.plan import in_apply_order
+
 from reconciler.settings import OptOuts, TagRule
 from tests.core_builders import (
     MARKETING,
@@ -65,10 +67,8 @@ def test_r1_lowest_numeric_id_supplies_properties() -> None:
 
 @pytest.mark.parametrize("status, tags", [
     ("subscribed", ("Recruitment",)),
-    ("pending", ("VIP", "DoNotArchive")),  # exemptions do not protect from R2
     ("transactional", ()),  # unmanaged members neither
     ("unsubscribed", ("Manual_x",)),
-    ("cleaned", ()),
 ])
 def test_r2_critical_beats_every_stream_and_exemption(status: str, tags: tuple[str, ...]) -> None:
     # In the manual-override stream's list too, which excludes nothing.
@@ -77,6 +77,25 @@ def test_r2_critical_beats_every_stream_and_exemption(status: str, tags: tuple[s
     mailchimp = [c for c in result.changes if c.system == "mailchimp"]
     assert [(c.action, c.reason) for c in mailchimp] == [("archive_member", "R2 critical list 762")]
     assert dict(mailchimp[0].before) == {"status": status}
+
+
+def test_r2_pending_member_is_unsubscribed_then_archived_whatever_its_exemptions() -> None:
+    # Mailchimp answers 405 to archiving a pending member, and a pending member could still confirm.
+    snap = snapshot([contact("101", ANN, ["719", "784", "762"])], [member(ANN, "pending", "VIP", "DoNotArchive")])
+    result = plan(config(), snap)
+    mailchimp = in_apply_order(c for c in result.changes if c.system == "mailchimp")
+    assert [(c.action, c.rule, dict(c.after)) for c in mailchimp] == [
+        ("unsubscribe_member", "R2", {"status": "unsubscribed"}), ("archive_member", "R2", {"status": "archived"})]
+    archive = mailchimp[1]
+    assert result.prerequisites(archive) == (mailchimp[0],)
+
+
+def test_r2_cleaned_member_is_reported_not_written() -> None:
+    snap = snapshot([contact("101", ANN, ["719", "762"])], [member(ANN, "cleaned", "Recruitment")])
+    result = plan(config(), snap)
+    assert [c for c in result.changes if c.system == "mailchimp"] == []
+    assert any(r.email == ANN and r.reason.startswith("R2 critical list 762") and "cleaned" in r.reason
+               for r in result.reports)
 
 
 def test_r2_critical_contact_is_never_created_or_restored() -> None:

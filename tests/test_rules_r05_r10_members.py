@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from reconciler.model import Memory, Refusal
 from reconciler.plan import STEP_LEAVE, STEP_MEMBERS
 from reconciler.settings import OptOuts
-from tests.core_builders import LIST_ID, audience, config, contact, member, of, plan, reasons, snapshot
+from tests.core_builders import LIST_ID, MARKETING, audience, config, contact, member, of, plan, reasons, snapshot
 
 ANN = "ann@example.com"
 
@@ -119,7 +121,7 @@ def test_r8_restore_resets_tags_as_a_create_would() -> None:
     snap = snapshot([contact("101", ANN, ["719"], firstname="Ann")],
                     [member(ANN, "archived", "General Single", "Manual Inclusion", "VIP", "Recruitment Finished",
                             FNAME="Old")])
-    (restore,) = plan(config(), snap).changes
+    (restore,) = plan(config(), snap, Memory(archived_by_us={(LIST_ID, ANN): "subscribed"})).changes
     assert restore.action == "restore_member"
     assert restore.canonical()["after"] == {
         "status": "subscribed", "merge_fields": {"FNAME": "Ann"},
@@ -132,15 +134,39 @@ def test_r8_restore_resets_tags_as_a_create_would() -> None:
     }
 
 
+@pytest.mark.parametrize("mode", ["subscribed", "pending"])
 @pytest.mark.parametrize("archived_while, restored", [("subscribed", True), ("pending", True),
-                                                      ("unsubscribed", False), (None, False)])
-def test_r8_pending_restores_only_members_this_product_archived_while_mailable(archived_while, restored) -> None:
+                                                      ("unsubscribed", False), ("cleaned", False),
+                                                      ("transactional", False), (None, False)])
+def test_r8_restores_only_with_evidence_of_consent_in_both_modes(mode, archived_while, restored) -> None:
+    # Never relying on Mailchimp to refuse: it re-subscribes members an admin or the API unsubscribed.
     archived = {(LIST_ID, ANN): archived_while} if archived_while else {}
     snap = snapshot([contact("101", ANN, ["719"])], [member(ANN, "archived")])
-    result = plan(config(audience(new_member_status="pending")), snap, Memory(archived_by_us=archived))
+    result = plan(config(audience(new_member_status=mode)), snap, Memory(archived_by_us=archived))
     assert len(of(result, "restore_member")) == int(restored)
     if not restored:
         assert reasons(result, ANN)[0].startswith("R8 restore needs consent")
+    else:
+        assert f"archived by this product while {archived_while}" in of(result, "restore_member")[0].reason
+
+
+@pytest.mark.parametrize("subscribed_to, restored", [({MARKETING}, True), ({"999"}, False), (set(), False)])
+def test_r8_hubspot_consent_to_the_audiences_subscription_is_evidence(subscribed_to, restored) -> None:
+    snap = replace(snapshot([contact("101", ANN, ["719"])], [member(ANN, "archived")]),
+                   consent={ANN: frozenset(subscribed_to)} if subscribed_to else {})
+    result = plan(config(), snap)
+    assert len(of(result, "restore_member")) == int(restored)
+    if restored:
+        assert f"explicitly subscribed in HubSpot to {MARKETING}" in of(result, "restore_member")[0].reason
+
+
+def test_r8_no_restore_for_a_person_who_opted_out_in_mailchimp_even_with_our_archive_on_record() -> None:
+    # The audit log remembers the opt-out (an R11 unsubscribe) although the member is now archived.
+    snap = snapshot([contact("101", ANN, ["719"])], [member(ANN, "archived")])
+    memory = Memory(archived_by_us={(LIST_ID, ANN): "subscribed"},
+                    opted_out={ANN: "R11 unsubscribe from audience main on 2026-01-01"})
+    result = plan(config(), snap, memory)
+    assert result.changes == ()
 
 
 def test_r8_remembered_compliance_refusal_is_reported_with_its_date() -> None:

@@ -13,6 +13,7 @@ from reconciler.plan import (
     STEP_OPT_OUTS_FROM_HUBSPOT,
     STEP_OPT_OUTS_TO_HUBSPOT,
 )
+from reconciler.model import Memory
 from reconciler.safety import check_safety
 from reconciler.settings import Handover, Limit, OptOuts, frozen_map
 from tests.core_builders import (
@@ -163,7 +164,8 @@ def test_r16_member_cap_restores_first_then_stream_source_and_email_order() -> N
     members = [member("yan@example.com", "archived"), member("old@example.com", "subscribed", "Other")]
     for cap, admitted in [(1, ["yan"]), (3, ["yan", "bea", "zed"]), (4, ["yan", "bea", "zed", "kim"]),
                           (6, ["yan", "bea", "zed", "kim", "amy"])]:
-        result = plan(config(audience(member_cap=cap + 1)), snapshot(contacts, members))  # +1: old counts
+        memory = Memory(archived_by_us={(LIST_ID, "yan@example.com"): "subscribed"})  # R8 evidence
+        result = plan(config(audience(member_cap=cap + 1)), snapshot(contacts, members), memory)  # +1: old counts
         added = [c.email.split("@")[0] for c in sorted(result.changes, key=lambda c: c.action != "restore_member")]
         assert sorted(added) == sorted(admitted), cap
         capped = [r for r in result.reports if r.kind == "capped"]
