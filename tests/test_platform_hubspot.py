@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
 
 import pytest
 
 from reconciler.errors import PermanentVendorError
 from reconciler.platforms.hubspot import HubSpotClient
+from reconciler.platforms.hubspot_search import SEARCH_VALUES, halves, request_parts, search_groups
 from reconciler.platforms.results import ALREADY, APPLIED
 from reconciler.sandbox import Sandbox
+from reconciler.sandbox.http import Request, Response, SandboxOptions
+from reconciler.sandbox.hubspot_state import NOT_SUBSCRIBED, SubscriptionStatus
+from reconciler.sandbox.hubspot_state import ContactRecord as StoredContact
 from reconciler.settings import HubSpotSettings, RateLimit
 
 SUB = "289137112"
@@ -159,3 +167,154 @@ def test_update_contacts_sets_properties_and_reports_unknown_ids(client):
     assert {r.key: r.outcome for r in results} == {"1003": APPLIED, "999998": "failed"}
     read = client.read_contacts(["1003"], ["import_list"])
     assert read.found[0].properties["import_list"] == "Recruitment"
+
+
+# -- helpers shared with the observe tests: what the sandbox cannot be seeded with ----------------
+
+
+def add_duplicate(sandbox: Sandbox, cid: str, email: str, *, lists: Sequence[str] = (), opted_out_of_all: bool = False,
+                  unsubscribed: Sequence[str] = ()) -> None:
+    """A second contact holding an email another contact has, stored as typed (e.g. other case).
+
+    HubSpot can hold such records (imports, integrations, records from before a merge); the
+    sandbox's seeds and API refuse them, so the test adds one behind its uniqueness index."""
+    state = sandbox.hubspot
+    now = int(time.time() * 1000)
+    with state.lock:
+        record = StoredContact(cid, {"email": email}, now, now, opted_out_of_all=opted_out_of_all)
+        for sid in unsubscribed:
+            record.statuses[sid] = SubscriptionStatus(NOT_SUBSCRIBED, now)
+        state.contacts[cid] = record
+        state.next_id = max(state.next_id, int(cid) + 1)
+        for list_id in lists:
+            state.add_members(state.lists[list_id], [cid], now)
+
+
+class ListTypeSandbox(Sandbox):
+    """A sandbox whose list reads leave out `processingType` for the ids in `untyped` (the sandbox
+    always sends it; HubSpot's list object does not promise it) and log every request."""
+
+    def __init__(self, *args: Any, untyped: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.untyped = set(untyped)
+        self.log: list[tuple[str, str, int]] = []
+        self._log_lock = threading.Lock()
+
+    def _handle(self, vendor: Any, request: Request) -> Response:
+        response = super()._handle(vendor, request)
+        with self._log_lock:
+            self.log.append((request.method, request.path, response.status))
+        if request.method == "GET" and request.path.startswith("/crm/v3/lists") and isinstance(response.body, dict):
+            for item in response.body.get("lists") or ([response.body["list"]] if "list" in response.body else []):
+                if str(item.get("listId")) in self.untyped:
+                    item.pop("processingType", None)
+        return response
+
+
+@pytest.fixture()
+def fresh():
+    """A sandbox of its own (the module one is written to by other tests)."""
+    box = ListTypeSandbox(_seed(), untyped=["947"], options=SandboxOptions(rate_limits=True)).start()
+    yield box
+    box.stop()
+
+
+def _client(box: Sandbox) -> HubSpotClient:
+    return HubSpotClient(HubSpotSettings(token=box.hubspot_token, base_url=box.base_url, rate_limit=RateLimit(1000, 10)))
+
+
+# -- R14: a list whose processingType is missing or unknown ------------------------------------
+
+
+def test_a_missing_or_unknown_processing_type_is_kept_as_unknown_never_defaulted(fresh):
+    with fresh.hubspot.lock:
+        fresh.hubspot.lists["987"].processing_type = "REALTIME"  # a value this product does not know
+    client = _client(fresh)
+    try:
+        lists = client.get_lists(["719", "947", "987"])
+    finally:
+        client.close()
+    assert {i: info.processing_type for i, info in lists.items()} == {"719": "MANUAL", "947": "", "987": "REALTIME"}
+
+
+# -- R1: other contacts holding an email -------------------------------------------------------
+
+
+def _emails(n: int) -> list[str]:
+    return [f"person{i:03d}@example.com" for i in range(1, n + 1)]
+
+
+def test_search_finds_only_the_other_holders_of_the_emails_asked_500_a_request(fresh):
+    add_duplicate(fresh, "9001", "PERSON001@Example.COM", opted_out_of_all=True)
+    add_duplicate(fresh, "9002", "person602@EXAMPLE.com", lists=["947"])
+    add_duplicate(fresh, "9003", "someone.else@example.com")
+    known = {email: {str(1000 + i)} for i, email in enumerate(_emails(N_SOURCE), start=1)}
+    fresh.reset_counters()
+    client = _client(fresh)
+    try:
+        found = client.search_other_contacts(known, ["hs_email_optout", f"hs_email_optout_{SUB}"])
+    finally:
+        client.close()
+    assert {r.id: r.properties["email"] for r in found} == {"9001": "PERSON001@Example.COM",
+                                                            "9002": "person602@EXAMPLE.com"}
+    assert {r.id: r.properties["hs_email_optout"] for r in found}["9001"] == "true"
+    # 620 emails with one known id each: 7 groups of <= 100 emails and ids, 5 a request.
+    assert fresh.counters()["POST /crm/v3/objects/contacts/search"] == 2 == len(request_parts(known))
+
+
+def test_search_without_known_ids_returns_every_holder_page_by_page(fresh):
+    add_duplicate(fresh, "9001", "Person001@example.com")
+    fresh.reset_counters()
+    client = _client(fresh)
+    try:
+        found = client.search_other_contacts({e: set() for e in _emails(300)}, [])
+    finally:
+        client.close()
+    assert len(found) == 301 and "9001" in {r.id for r in found} and "1001" in {r.id for r in found}
+    assert fresh.counters()["POST /crm/v3/objects/contacts/search"] == 2  # one request, two pages of 200
+
+
+def test_searches_keep_to_five_a_second_apart_from_the_ten_second_window(fresh):
+    client = _client(fresh)
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda i: client.search_other_contacts({f"person{i:03d}@example.com": set()}, []), range(1, 7)))
+    finally:
+        client.close()
+    assert time.monotonic() - started >= 1.0  # the sixth waits for the first to leave the 1 s window
+    searches = [status for method, path, status in fresh.log if path.endswith("/contacts/search")]
+    assert searches == [200] * 6  # none answered 429
+
+
+def test_search_groups_keep_within_the_value_caps_and_halves_split_a_query():
+    emails = {f"a{i:03d}@example.com": {str(i), str(i + 1000)} for i in range(120)}
+    emails.update({f"b{i:03d}@example.com": set() for i in range(150)})
+    groups = search_groups(emails)
+    for group in groups:
+        values = [f["values"] for f in group["filters"]]
+        assert all(0 < len(v) <= SEARCH_VALUES for v in values)
+    with_ids = [g for g in groups if len(g["filters"]) == 2]
+    assert sum(len(g["filters"][0]["values"]) for g in with_ids) == 120 and len(with_ids) == 3  # 50 emails, 100 ids
+    assert sum(len(g["filters"][0]["values"]) for g in groups if len(g["filters"]) == 1) == 150
+    assert sorted(e for part in request_parts(emails) for e in part) == sorted(emails)
+    one = halves([groups[0]])
+    assert [len(h[0]["filters"][0]["values"]) for h in one] == [25, 25] and one[0][0]["filters"][1] == groups[0]["filters"][1]
+    with pytest.raises(PermanentVendorError, match="more than 10000 contacts have the email"):
+        halves([{"filters": [{"propertyName": "email", "operator": "IN", "values": ["x@example.com"]}]}])
+
+
+# -- R8: evidence of consent -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unknown", ["404", "empty"])
+def test_subscribed_to_lists_only_explicit_subscriptions_and_nothing_for_an_unknown_email(unknown):
+    box = Sandbox(_seed(), options=SandboxOptions(variants={"hubspot_status_unknown_email": unknown})).start()
+    client = _client(box)
+    try:
+        assert client.subscribed_to("person001@example.com") == {SUB}
+        assert client.subscribed_to("optout@example.org") == frozenset()
+        assert client.subscribed_to("nobody+tag@example.org") == frozenset()
+    finally:
+        client.close()
+        box.stop()
