@@ -25,6 +25,7 @@ from reconciler.settings import (
     Exclusions,
     Exempt,
     Handover,
+    LEGAL_BASES,
     HubSpotSettings,
     MailchimpSettings,
     OptOuts,
@@ -37,6 +38,7 @@ from reconciler.settings import (
 from reconciler.simulate import VendorHidden
 
 MARKETING = "289137112"
+NEWSLETTER = "289137113"  # configured, used by neither R4 nor R11: an opt-out of it still stops writes
 SOURCE_LISTS = ("101", "102", "103", "104", "105")
 EXCLUSION_LISTS = ("701", "702")
 CRITICAL_LISTS = ("761",)
@@ -86,7 +88,9 @@ def _audience(rng: random.Random, name: str, list_id: str, handovers_allowed: bo
     to_hubspot = None
     if rng.random() < 0.5:
         statuses = tuple(rng.sample(("unsubscribed", "cleaned"), rng.randint(1, 2)))
-        to_hubspot = ToHubSpot(statuses, (MARKETING,), create_missing_contacts=create_missing)
+        to_hubspot = ToHubSpot(statuses, (MARKETING,), legal_basis=rng.choice(LEGAL_BASES),
+                               explanation=rng.choice(("Contact unsubscribed in Mailchimp", f"Opt-out seen in {name}")),
+                               create_missing_contacts=create_missing)
     merge = rng.sample(sorted(MERGE_FIELDS), rng.randint(0, len(MERGE_FIELDS)))
     return Audience(
         name=name,
@@ -113,7 +117,7 @@ def _config(rng: random.Random) -> Config:
         version=1,
         hubspot=HubSpotSettings(token="t"),
         mailchimp=MailchimpSettings(api_key="k-us1"),
-        subscriptions=frozen_map({"marketing": MARKETING}),
+        subscriptions=frozen_map({"marketing": MARKETING, "newsletter": NEWSLETTER}),
         exclusions=Exclusions(critical=CRITICAL_LISTS, hard=frozen_map({"deals": ("701",), "hold": ("702",)})),
         audiences=frozen_map({a.name: a for a in built}),
     )
@@ -139,7 +143,11 @@ def _contacts(rng: random.Random, count: int, pool: int) -> dict[str, Contact]:
         }
         if rng.random() < 0.05:
             properties[f"hs_email_optout_{MARKETING}"] = "true"
+        if rng.random() < 0.03:
+            properties["hs_email_optout"] = rng.choice(("true", "True"))  # opted out of all, as a property
         unsubscribed = frozenset({MARKETING}) if rng.random() < 0.08 else frozenset()
+        if rng.random() < 0.04:
+            unsubscribed |= {NEWSLETTER}
         contacts[cid] = Contact(cid, _email(rng, pool), frozen_map(properties), lists, unsubscribed,
                                 rng.random() < 0.03)
     return contacts
@@ -174,7 +182,9 @@ def portals(draw: Any, max_contacts: int = 300) -> Portal:
         lists[list_id] = HubList(list_id, f"List {list_id}", kind, size)
     fields = frozen_map({tag: MergeField(tag, kind) for tag, (_, kind) in MERGE_FIELDS.items()})
     states = {}
-    refusals, archived_by_us, compliance, forgotten = {}, {}, set(), set()
+    refusals, archived_by_us, compliance, forgotten, by_api = {}, {}, set(), set(), set()
+    opted_out: dict[str, str] = {}
+    consent: dict[str, frozenset[str]] = {}
     for audience in config.audiences.values():
         members = _members(rng, audience, rng.randrange(int(count * 1.1) + 2), pool)
         states[audience.mailchimp_list_id] = AudienceState(audience.mailchimp_list_id, audience.name, False, fields,
@@ -184,14 +194,23 @@ def portals(draw: Any, max_contacts: int = 300) -> Portal:
             member = members.get(email)
             if member is not None and member.status == "archived":
                 if rng.random() < 0.3:
-                    compliance.add(key)
+                    compliance.add(key)  # archived after the person unsubscribed themselves
                 if rng.random() < 0.3:
-                    archived_by_us[key] = rng.choice(("subscribed", "pending", "unsubscribed"))
+                    archived_by_us[key] = rng.choice(("subscribed", "pending", "transactional"))
+            if member is not None and member.status == "unsubscribed" and rng.random() < 0.3:
+                by_api.add(key)  # unsubscribed by an admin or the API: Mailchimp lets the API resubscribe it
+            if rng.random() < 0.02:
+                opted_out[email] = "R11 unsubscribe remembered from an earlier run"
+            if rng.random() < 0.1:
+                consent[email] = frozenset(rng.sample((MARKETING, NEWSLETTER), rng.randint(1, 2)))
             if member is None and rng.random() < 0.05:
                 forgotten.add(key)
             if rng.random() < 0.03:
                 refusals[key] = Refusal(rng.choice(("create_member", "restore_member")), "Member In Compliance State",
                                         "2024-05-01T10:00:00Z")
-    snapshot = Snapshot(frozen_map(contacts), frozen_map(lists), frozen_map(states), "2024-06-01T00:00:00Z")
-    memory = Memory(frozen_map(refusals), frozen_map(archived_by_us), retry_refused=rng.random() < 0.1)
-    return Portal(config, snapshot, memory, VendorHidden(frozenset(compliance), frozenset(forgotten)), seed)
+    snapshot = Snapshot(frozen_map(contacts), frozen_map(lists), frozen_map(states), "2024-06-01T00:00:00Z",
+                        consent=frozen_map(consent))
+    memory = Memory(frozen_map(refusals), frozen_map(archived_by_us), frozen_map(opted_out),
+                    retry_refused=rng.random() < 0.1)
+    hidden = VendorHidden(frozenset(compliance), frozenset(forgotten), frozenset(by_api))
+    return Portal(config, snapshot, memory, hidden, seed)
