@@ -145,7 +145,8 @@ CRITICAL_SEED = make_seed(
      member("crit.live@example.com", "subscribed", ["Recruitment"])])
 
 
-def test_critical_pending_member_is_unsubscribed_then_archived_and_a_cleaned_one_is_only_reported(tmp_path: Path) -> None:
+def test_critical_pending_member_is_unsubscribed_then_archived_and_a_cleaned_one_is_only_reported(
+        tmp_path: Path) -> None:
     with hooked(tmp_path, CRITICAL_SEED, small_config()) as (env, sandbox):
         doc = plan_json(env.cli("--plan", "--format", "json", "--no-redact"))
         assert sorted(c["action"] for c in changes_of(doc, email="crit.pending@example.com")) == \
