@@ -15,7 +15,7 @@ from reconciler.platforms.mailchimp import MailchimpClient
 from reconciler.sandbox import Sandbox
 from reconciler.settings import (Audience, Config, Exclusions, Handover, HubSpotSettings, MailchimpSettings, OptOuts,
                                  Source, Stream, TagRule, ToHubSpot)
-from tests.test_platform_hubspot import ListTypeSandbox, add_duplicate
+from test_platform_hubspot import ListTypeSandbox, add_duplicate
 
 SUB = "289137112"
 LIST = "abc123def4"
