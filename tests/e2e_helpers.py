@@ -433,14 +433,16 @@ def assert_compliance(view: VendorView, config: Config, before: Mapping[str, Map
         lid = audience.mailchimp_list_id
         now = view.members(lid)
         earlier = dict((before or {}).get(lid, {}))
-        r4 = audience.opt_outs.from_hubspot or tuple(config.subscriptions.values())
+        # R4 sets members to unsubscribed only with `from_hubspot` on (SPEC §4 R4); off, an opted-out
+        # person's member keeps its status (and gets no other write, checked by the tests themselves).
+        r4 = audience.opt_outs.from_hubspot if audience.opt_outs.from_hubspot_enabled else ()
         to_hs = audience.opt_outs.to_hubspot
         for email, m in now.items():
             was = earlier.get(email)
             if m.status in ("subscribed", "pending"):
                 if was is not None and was.status in OPTED_OUT:
                     problems.append(f"(1) {email} was {was.status} in {lid} and is now {m.status}")
-                if view.opted_out(email, r4):
+                if r4 and view.opted_out(email, r4):
                     problems.append(f"(1) {email} is opted out in HubSpot but {m.status} in {lid}")
             if m.status in LIVE:
                 cid = view.contact_id(email)
