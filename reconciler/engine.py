@@ -152,9 +152,16 @@ def observe_and_plan(session: Session, memory: Memory, io: IO, *, preflight: boo
 
     if preflight:
         check_live_config(session, io)
+    def consent_known(list_id: str, email: str) -> bool:
+        """R8 needs no HubSpot consent read where the audit log already decides: evidence of our own
+        archive, a remembered opt-out (no restore at all), or a remembered refusal (reported)."""
+        key = (list_id, email)
+        return (memory.archived_by_us.get(key) in ("subscribed", "pending") or email in memory.opted_out
+                or (key in memory.refusals and not memory.retry_refused))
+
     with progress(io, "observe") as report:
         snapshot = observe(session.config, session.hubspot, session.mailchimp, list(session.audiences),
-                           progress=report)
+                           progress=report, consent_known=consent_known)
     plan = build_plan(session.config, snapshot, memory, session.audiences)
     return snapshot, plan
 

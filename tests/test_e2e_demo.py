@@ -156,13 +156,16 @@ def test_request_counts_of_a_no_change_plan_and_apply(tmp_path: Path, monkeypatc
         outside = {e for e in members if e not in source_emails}
         bound = (sum(max(1, math.ceil(n / 250)) for n in sizes.values()) + math.ceil(len(source_ids) / 100)
                  + math.ceil(len(outside) / 100) + math.ceil(len(live) / 1000) + math.ceil(len(archived) / 1000) + 10)
+        # R8: one consent read per archived source member the audit log gives no evidence for
+        # (1307, no.consent@: consent may be given any day, so it is read on every plan).
+        bound += len([e for e in archived if e in source_emails])
 
         env.sandbox.reset_counters()
         plan = env.cli("--plan", "--detailed-exitcode")
         assert plan.code == 0, plan.text
         counts = env.sandbox.counters()
         assert not {k: n for k, n in counts.items() if is_write(k)}, counts
-        assert sum(counts.values()) <= bound, (sum(counts.values()), bound, counts)
+        assert sum(counts.values()) <= bound, (sum(counts.values()), bound, sorted(counts.items()))
         # Reads are batched: one batch/read per 100 contacts, not one GET per contact or member.
         assert counts.get("GET /crm/v3/objects/contacts/{contactId}", 0) == 0, counts
         assert counts.get("GET /3.0/lists/{list_id}/members/{subscriber_hash}", 0) == 0, counts
