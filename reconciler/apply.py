@@ -17,6 +17,7 @@ from reconciler.audit import AuditLog
 from reconciler.errors import DailyLimitReached, VendorError
 from reconciler.model import OPTED_OUT_STATUSES, WRITABLE_STATUSES, Snapshot
 from reconciler.plan import (
+    APPLY_ACTION_ORDER,
     MAILCHIMP,
     STEP_HANDOVER_HUBSPOT,
     STEP_HANDOVER_MAILCHIMP,
@@ -29,13 +30,8 @@ from reconciler.platforms.mailchimp import NewMember
 from reconciler.platforms.results import ALREADY, APPLIED, FAILED, WriteResult
 from reconciler.settings import Config
 
-# Within one R18 step, the order in which action groups run (create a contact before its
-# unsubscribe; HubSpot handover writes before the Mailchimp ones; untag before archive).
-ACTION_ORDER = (
-    "create_contact", "unsubscribe_contact", "unsubscribe_member", "add_to_list", "set_contact_properties",
-    "remove_tags", "archive_member", "restore_member", "create_member", "update_member", "add_tags",
-    "remove_from_list",
-)
+# Within one R18 step, the order in which action groups run: shared with `simulate`.
+ACTION_ORDER = APPLY_ACTION_ORDER
 DEFERRED = "deferred"
 # The re-check of recent opt-outs reads from a little before the observation began, so clock
 # skew between this machine and Mailchimp cannot hide one; members already opted out then are

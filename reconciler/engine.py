@@ -308,14 +308,7 @@ def reviewed_plan(args: Any) -> tuple[dict[str, Any], tuple[Change, ...]]:
     remembered refusals, so it is applied with `--retry-refused` (and only such a file is)."""
     from reconciler.render.json_plan import read_plan_json
 
-    try:
-        document, reviewed = read_plan_json(args.plan_file)
-    except StalePlan:
-        raise
-    except ReconcilerError as error:
-        if "do not match its checksum" not in str(error):
-            raise
-        raise StalePlan(f"stale plan: {error}; nothing written") from None
+    document, reviewed = read_plan_json(args.plan_file)  # StalePlan when edited after the review
     made_with = bool((document.get("options") or {}).get("retry_refused", False))
     given = bool(getattr(args, "retry_refused", False))
     if made_with != given:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.plan import ACTIONS, FORMAT_VERSION, HUBSPOT, MAILCHIMP, Change, Plan, checksum_of
 from reconciler.render.diff import plain
 from reconciler.render.mask import mask_email, mask_text, mask_value
@@ -146,6 +146,7 @@ def read_plan_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], tuple[
     changes = tuple(_change(source, index, item) for index, item in enumerate(items))
     actual = checksum_of(changes)
     if actual != document["checksum"]:
-        raise _bad(source, f"its changes do not match its checksum (file says {document['checksum'][:12]}…, "
-                           f"changes give {actual[:12]}…): it was edited or damaged")
+        raise StalePlan(f"stale plan: plan file {source}: its changes do not match its checksum (file says "
+                        f"{document['checksum'][:12]}…, changes give {actual[:12]}…): it was edited or damaged; "
+                        "make a new plan with `reconcile --plan --out FILE` and review it; nothing written")
     return document, changes
