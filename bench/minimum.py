@@ -17,6 +17,7 @@ CONFIGURED_LISTS = (CRITICAL, EXCLUDED, SOURCE_A, SOURCE_B, HANDOVER_TO)
 SOURCES = (SOURCE_A, SOURCE_B)
 MEMBERSHIP_PAGE, CONTACT_BATCH, MEMBER_PAGE = 250, 100, 1000
 SEGMENT_BATCH, SUBSCRIBE_BATCH, LIST_BATCH = 500, 500, 500  # vendors' batch sizes (issue 5)
+SEARCH_EMAILS = 500  # R1: one contacts search covers 5 filter groups of 100 emails (issue 11)
 # Reads any plan makes whatever the portal's size: preflight (lists by id, subscription definitions,
 # contact properties, audience, merge fields) and observe (lists by id, audience, merge fields).
 PLAN_HANDFUL = 8
@@ -38,14 +39,19 @@ def observed_sizes(sandbox: Any) -> dict[str, int]:
     members = list(audience.members.values())
     live = sum(1 for m in members if m.status != "archived")
     emails = {m.email.lower() for m in members}
-    return {**sizes, "C": len(source_ids), "U": len(emails - source_emails), "M": live, "A": len(members) - live}
+    live_unheld = {m.email.lower() for m in members if m.status != "archived"} - source_emails
+    return {**sizes, "C": len(source_ids), "U": len(emails - source_emails), "M": live, "A": len(members) - live,
+            "U_live": len(live_unheld)}
 
 
 def observe_reads(sizes: Mapping[str, int]) -> int:
-    """Issue 5's formula without the handful: Σ ceil(size/250) + ceil(C/100) + ceil(U/100) + pages of M and A."""
+    """Issue 5's formula without the handful: Σ ceil(size/250) + ceil(C/100) + ceil(U/100) + pages of M and A,
+    plus issue 11's searches for other contacts holding the source contacts' and live members' emails
+    (R1): ceil(C/500) + ceil(U_live/500)."""
     lists = sum(pages(sizes[f"list {lid}"], MEMBERSHIP_PAGE) for lid in CONFIGURED_LISTS)
+    searches = math.ceil(sizes["C"] / SEARCH_EMAILS) + math.ceil(sizes.get("U_live", 0) / SEARCH_EMAILS)
     return (lists + math.ceil(sizes["C"] / CONTACT_BATCH) + math.ceil(sizes["U"] / CONTACT_BATCH)
-            + pages(sizes["M"], MEMBER_PAGE) + pages(sizes["A"], MEMBER_PAGE))
+            + pages(sizes["M"], MEMBER_PAGE) + pages(sizes["A"], MEMBER_PAGE) + searches)
 
 
 def _tags(after: Mapping[str, Any], key: str = "tags") -> tuple[list[str], list[str]]:
