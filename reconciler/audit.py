@@ -23,7 +23,7 @@ from reconciler.errors import LockHeld, ReconcilerError
 from reconciler.model import Memory, Refusal
 from reconciler.plan import Change, canonical_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each migration takes the database from version N-1 to N. Version 1 had no list id column;
 # databases written by it are migrated in place (columns are only ever added).
@@ -68,6 +68,20 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
     2: (
         "ALTER TABLE changes ADD COLUMN mailchimp_list_id TEXT",
         "CREATE INDEX IF NOT EXISTS changes_memory ON changes (action, phase, mailchimp_list_id, email)",
+    ),
+    # Version 3: what an apply saw of members this product had archived (R8's "latest word"): a
+    # member seen live again since our archive was restored by someone else, so a later archive
+    # of it is not ours and is no evidence of consent.
+    3: (
+        """CREATE TABLE IF NOT EXISTS observations (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            mailchimp_list_id TEXT NOT NULL,
+            email TEXT NOT NULL,
+            status TEXT NOT NULL,
+            note TEXT NOT NULL
+        )""",
     ),
 }
 
@@ -166,7 +180,7 @@ class AuditLog:
             with self._transaction():
                 for statement in _MIGRATIONS[version]:
                     self._db.execute(statement)
-                for table in ("runs", "changes", "schema_version"):
+                for table in ("runs", "changes", "schema_version", *(("observations",) if version >= 3 else ())):
                     for trigger in _APPEND_ONLY:
                         self._db.execute(trigger.format(table=table))
                 self._db.execute("INSERT INTO schema_version (version, at) VALUES (?, ?)", (version, now_iso()))
@@ -254,6 +268,7 @@ class AuditLog:
         """
         refusals: dict[tuple[str, str], Refusal] = {}
         archived: dict[tuple[str, str], str] = {}
+        archived_at: dict[tuple[str, str], str] = {}
         by_email: dict[str, set[tuple[str, str]]] = {}
         opted_out: dict[str, str] = {}
         rows = self._db.execute(
@@ -285,8 +300,27 @@ class AuditLog:
                     opted_out.setdefault(email, f"archived while {status} on {at[:10]}")
                 elif status and email not in opted_out:
                     archived[key] = status
+                    archived_at[key] = at
                     by_email.setdefault(email, set()).add(key)
+        # A member seen live after our archive was restored by someone else: our archive is no
+        # longer the latest word, and a later archive of it (by anyone) is not ours.
+        for list_id, email, at in self._db.execute(
+                "SELECT mailchimp_list_id, email, at FROM observations ORDER BY seq"):
+            key = (list_id, email)
+            if key in archived and at >= archived_at[key]:  # same millisecond: no evidence (the safe side)
+                del archived[key]
         return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out, retry_refused=retry_refused)
+
+    def record_seen_live(self, run_id: str, seen: Sequence[tuple[str, str, str]]) -> None:
+        """(Mailchimp list id, email, status) of members this product archived that an apply's
+        observation found live again: R8 no longer counts that archive as evidence of consent."""
+        if not seen:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO observations (run_id, at, mailchimp_list_id, email, status, note) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, now_iso(), list_id, email, status,
+                  "seen live after this product archived it: restored by someone else") for list_id, email, status in seen])
 
     def attempted_since(self, at: str) -> frozenset[str]:
         """Keys of the changes an apply attempted at or after `at` (the stored time format)."""

@@ -402,6 +402,17 @@ def _notify(config: Config, run_id: str, result: ApplyResult, io: IO) -> None:
         io.info(f"warning: {problem}")
 
 
+def seen_live(memory: Memory, snapshot: Snapshot) -> list[tuple[str, str, str]]:
+    """Members the audit log says this product archived (R8 evidence) that are live again now."""
+    seen = []
+    for (list_id, email) in memory.archived_by_us:
+        state = snapshot.audiences.get(list_id)
+        member = state.members.get(email) if state is not None else None
+        if member is not None and member.status != "archived":
+            seen.append((list_id, email, member.status))
+    return sorted(seen)
+
+
 def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, operator: str, approval: str | None,
                 io: IO, result: ApplyResult) -> None:
     from reconciler.apply import Applier, partial, summarise
@@ -415,6 +426,7 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
     attempts = audit.unfinished_attempts()
     snapshot, plan = observe_and_plan(session, memory, io)
     result.plan_checksum = plan.checksum
+    audit.record_seen_live(run_id, seen_live(memory, snapshot))
     if attempts:
         planned = {change_key(c) for c in plan.changes}
         for attempt in attempts:

@@ -72,7 +72,7 @@ def test_a_version_1_database_is_migrated_in_place_with_its_rows_intact(tmp_path
 
     log = AuditLog.open(str(path))
     try:
-        assert log.schema_version() == SCHEMA_VERSION == 2
+        assert log.schema_version() == SCHEMA_VERSION == 3
         rows = log.query()
         memory = log.memory()
     finally:
@@ -82,7 +82,7 @@ def test_a_version_1_database_is_migrated_in_place_with_its_rows_intact(tmp_path
     assert new["runs"] == old["runs"]
     # Columns are only ever added: every old row keeps its values, and the new column is empty.
     assert [row[:-1] for row in new["changes"]] == old_changes and all(row[-1] is None for row in new["changes"])
-    assert new["schema_version"][0] == old["schema_version"][0] and [v for v, _ in new["schema_version"]] == [1, 2]
+    assert new["schema_version"][0] == old["schema_version"][0] and [v for v, _ in new["schema_version"]] == [1, 2, 3]
     assert [r["email"] for r in rows] == ["ann@example.com", "ann@example.com", "bob@example.com"]
     assert rows[1]["legal_basis"] == "LEGITIMATE_INTEREST_OTHER" and rows[1]["mailchimp_list_id"] is None
     # A v1 refusal has no list id, so it cannot be matched to an audience and is not remembered.

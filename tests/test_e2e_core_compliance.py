@@ -266,3 +266,27 @@ def test_r11_sends_the_configured_legal_basis_and_explanation(tmp_path: Path, mo
                 "NOT_SUBSCRIBED", "PERFORMANCE_OF_CONTRACT", "Opted out of the Main audience (ticket 4711)"), email
         audit = env.cli("--audit", "--email", "gone@example.com", "--format", "json")
         assert "PERFORMANCE_OF_CONTRACT" in audit.out and "ticket 4711" in audit.out
+
+
+def test_r8_an_archive_by_someone_else_after_a_restore_by_someone_else_is_no_evidence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This product archives a member (evidence). Someone else restores it (untagged, so the product
+    leaves it alone), an apply sees it live, then someone else archives it again. When the contact
+    comes back to a source list, the archive on record is not the latest word: no restore."""
+    monkeypatch.chdir(tmp_path)
+    seed = make_seed([contact("1", "twice@example.com", subscribed=False, firstname="Tw")],
+                     [hub_list("719", "Recruitment", [])],
+                     [member("twice@example.com", tags=["Recruitment"], FNAME="Tw")])
+    path = f"/lists/{LIST_ID}/members/{subscriber_hash('twice@example.com')}"
+    with started(tmp_path, seed, small_config()) as env:
+        assert _apply(env).code == 0
+        assert env.view.member("twice@example.com").status == "archived"  # R9, by this product
+        _mailchimp(env, "PUT", path, json={"email_address": "twice@example.com", "status": "subscribed"})
+        _mailchimp(env, "POST", f"{path}/tags", json={"tags": [{"name": "Recruitment", "status": "inactive"}]})
+        assert env.view.member("twice@example.com").status == "subscribed"
+        assert _apply(env).code == 0  # nothing to do (R10), but the apply saw it live
+        _mailchimp(env, "DELETE", path)
+        env.view.add_to_list("719", ["1"])
+        plan = _plan(env)
+        assert changes_of(plan, "restore_member") == []
+        assert any(r["reason"].startswith("R8 restore needs consent") for r in reports_of(plan, "twice@example.com"))
