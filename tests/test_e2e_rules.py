@@ -117,7 +117,9 @@ def test_r6_tag_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy
 
 def test_r8_pending_restores_only_what_this_product_archived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    seed = make_seed([contact("1", "ours@example.com", firstname="Our"), contact("2", "theirs@example.com")],
+    # theirs@ is not explicitly subscribed in HubSpot either: no evidence of consent at all.
+    seed = make_seed([contact("1", "ours@example.com", firstname="Our"),
+                      contact("2", "theirs@example.com", subscribed=False)],
                      [hub_list("719", "Recruitment", ["2"]), hub_list("720", "Parking", ["1"])],
                      [member("ours@example.com", tags=["Recruitment"], FNAME="Our"),
                       {**member("theirs@example.com", status="archived", tags=["Recruitment"]),
@@ -167,7 +169,9 @@ def test_r9_on_leave_and_r10_unmanaged(tmp_path: Path, monkeypatch: pytest.Monke
         after = env.view.members()
         leavers = ("dealing@example.com", "gone@example.com", "nocontact@example.com")
         for email in leavers:
-            if on_leave == "archive":
+            if on_leave == "archive" and before[email].status == "pending":
+                assert after[email] == before[email], email  # Mailchimp cannot archive it: reported (R9)
+            elif on_leave == "archive":
                 assert after[email].status == "archived", email
             elif on_leave == "untag":
                 assert after[email].status == before[email].status, email
