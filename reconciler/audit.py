@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from reconciler.errors import LockHeld, ReconcilerError
-from reconciler.model import Memory, Refusal
+from reconciler.audit_memory import read_memory
+from reconciler.model import Memory
 from reconciler.plan import Change, canonical_json
 
 SCHEMA_VERSION = 3
@@ -255,61 +256,8 @@ class AuditLog:
     # -- memory (R5, R8) ----------------------------------------------------------------------
 
     def memory(self, *, retry_refused: bool = False) -> Memory:
-        """What the log says about each member and person, the latest recorded word winning.
-
-        - refusals (R5, R8): the latest create/restore refusal not followed by a success;
-        - archived_by_us (R8's evidence of consent): members whose latest recorded event is this
-          product archiving them while subscribed, pending or transactional. A later restore,
-          create or R4 unsubscribe of the member, an R11 unsubscribe of the person, or an archive
-          of it while opted out removes the evidence;
-        - opted_out (R4, R15): people this product saw opt out in Mailchimp: an R11 unsubscribe it
-          attempted (whatever its outcome: the opt-out happened in Mailchimp), or an archive of a
-          member that was unsubscribed or cleaned. They stay out of every audience.
-        """
-        refusals: dict[tuple[str, str], Refusal] = {}
-        archived: dict[tuple[str, str], str] = {}
-        archived_at: dict[tuple[str, str], str] = {}
-        by_email: dict[str, set[tuple[str, str]]] = {}
-        opted_out: dict[str, str] = {}
-        rows = self._db.execute(
-            "SELECT phase, action, outcome, mailchimp_list_id, email, before, reason, error, at FROM changes "
-            "WHERE (phase = 'outcome' AND mailchimp_list_id IS NOT NULL "
-            "       AND action IN ('create_member', 'restore_member', 'archive_member', 'unsubscribe_member')) "
-            "   OR (phase = 'attempted' AND action = 'unsubscribe_contact') ORDER BY seq"
-        )
-        for phase, action, outcome, list_id, email, before, reason, error, at in rows:
-            if action == "unsubscribe_contact":
-                opted_out.setdefault(email, f"{reason.split(':', 1)[0]} on {at[:10]}")
-                for key in by_email.pop(email, ()):
-                    archived.pop(key, None)
-                continue
-            key = (list_id, email)
-            done = outcome in ("applied", "verified")
-            if action in ("create_member", "restore_member"):
-                if outcome == "refused":
-                    refusals[key] = Refusal(action=action, reason=error or "refused", at=at)
-                elif done:
-                    refusals.pop(key, None)
-                    archived.pop(key, None)
-            elif action == "unsubscribe_member" and done:
-                archived.pop(key, None)
-            elif action == "archive_member" and done:
-                status = json.loads(before).get("status")
-                if status in ("unsubscribed", "cleaned"):
-                    archived.pop(key, None)
-                    opted_out.setdefault(email, f"archived while {status} on {at[:10]}")
-                elif status and email not in opted_out:
-                    archived[key] = status
-                    archived_at[key] = at
-                    by_email.setdefault(email, set()).add(key)
-        # A member seen live after our archive was restored by someone else: our archive is no
-        # longer the latest word, and a later archive of it (by anyone) is not ours.
-        for list_id, email, at in self._db.execute(
-                "SELECT mailchimp_list_id, email, at FROM observations ORDER BY seq"):
-            key = (list_id, email)
-            if key in archived and at >= archived_at[key]:  # same millisecond: no evidence (the safe side)
-                del archived[key]
-        return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out, retry_refused=retry_refused)
+        """The product's memory (R5, R8, R15): see `audit_memory.read_memory`."""
+        return read_memory(self._db, retry_refused=retry_refused)
 
     def record_seen_live(self, run_id: str, seen: Sequence[tuple[str, str, str]]) -> None:
         """(Mailchimp list id, email, status) of members this product archived that an apply's
