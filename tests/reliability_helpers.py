@@ -207,7 +207,7 @@ LISTS = (("719", "Recruitment", "MANUAL"), ("987", "General Single (active filte
          ("784", "Manual Override", "MANUAL"), ("762", "Compliance Hold", "MANUAL"),
          ("717", "Active Deals", "MANUAL"), ("947", "Sales Handover", "MANUAL"))
 # The fault matrix: every case, a few of the common ones; about the demo's number of writes.
-MATRIX_COUNTS = {"create": 15, "steady": 100, "update": 6, "tag": 3, "mc.unsub": 12, "leaver": 3, "critical": 3,
+MATRIX_COUNTS = {"create": 15, "steady": 40, "update": 6, "tag": 3, "mc.unsub": 12, "leaver": 3, "critical": 3,
                  "critical.pending": 2, "handover": 2, "excluded": 3, "optout": 2}
 # The crash sweep: a large apply (creates batched, hundreds of single-member writes), every case too.
 SWEEP_COUNTS = {"create": 1000, "update": 400, "mc.unsub": 200, "leaver": 200, "critical": 40, "critical.unsub": 20,
