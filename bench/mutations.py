@@ -55,11 +55,12 @@ RULES = (MUTANTS, "tests/test_rules_r01_r04_contacts.py", "tests/test_rules_r05_
          "tests/test_rules_r11_r18_optouts_plan.py", "tests/test_plan_core.py")
 PROPERTIES = ("tests/test_core_simulate.py", "tests/test_core_properties.py")
 CORE = RULES + PROPERTIES
-AUDIT = (MUTANTS, "tests/test_audit_log.py", "tests/test_rules_r05_r10_members.py")
+AUDIT = (MUTANTS, "tests/test_audit_memory.py", "tests/test_audit_log.py", "tests/test_rules_r05_r10_members.py")
 APPLY = (MUTANTS, "tests/test_apply_units.py", "tests/test_apply_races.py", "tests/test_e2e_apply_compliance.py")
 MAILCHIMP_CLIENT = (MUTANTS, "tests/test_platform_mailchimp.py", "tests/test_e2e_apply_compliance.py")
 CONFIG = (MUTANTS, "tests/test_config_optout_defaults.py")
 E2E_CORE = ("tests/test_e2e_core_compliance.py",)
+OBSERVE = ("tests/test_observe.py", "tests/test_e2e_observe_compliance.py")
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "R15/point 8: a person R11 unsubscribes (or who opted out in Mailchimp) counts as opted out in every "
         "audience.",
         CORE),
+    Mutation(
+        "r1_duplicates_not_searched", "reconciler/observe.py",
+        "    wanted = worth_searching(sorted(known), known, _critical_ids(config, hub))\n",
+        "    wanted: dict[str, set[str]] = {}\n",
+        "Point 11: contacts sharing a source contact's email are read (HubSpot search), so a duplicate on a "
+        "critical or exclusion list, or opted out, is honoured.",
+        OBSERVE),
     # -- R11 opt-outs to HubSpot, Mailchimp opt-outs everywhere --------------------------------------
     Mutation(
         "r11_cleaned_not_carried", "reconciler/rules_optouts.py",
@@ -336,34 +344,46 @@ MUTATIONS: tuple[Mutation, ...] = (
         (MUTANTS, "tests/test_e2e_core_compliance.py", "tests/test_e2e_rules_demo.py")),
     # -- audit memory ----------------------------------------------------------------------------
     Mutation(
-        "memory_r11_does_not_clear_archive", "reconciler/audit.py",
-        "                for key in by_email.pop(email, ()):\n                    archived.pop(key, None)",
-        "                by_email.pop(email, ())",
+        "memory_r11_does_not_clear_archive", "reconciler/audit_memory.py",
+        "            for key in by_email.pop(email, ()):\n                archived.pop(key, None)",
+        "            by_email.pop(email, ())",
         "Point 3: a later R11 unsubscribe removes the evidence of consent of an earlier archive.",
         AUDIT + E2E_CORE),
     Mutation(
-        "memory_restore_does_not_clear_archive", "reconciler/audit.py",
-        "                    refusals.pop(key, None)\n                    archived.pop(key, None)",
-        "                    refusals.pop(key, None)",
+        "memory_restore_does_not_clear_archive", "reconciler/audit_memory.py",
+        "                refusals.pop(key, None)\n                archived.pop(key, None)",
+        "                refusals.pop(key, None)",
         "Point 3: the latest word wins; a restore (or create) ends the archive's evidence.",
         AUDIT + E2E_CORE),
     Mutation(
-        "memory_r4_unsubscribe_does_not_clear_archive", "reconciler/audit.py",
-        '            elif action == "unsubscribe_member" and done:\n                archived.pop(key, None)',
-        '            elif action == "unsubscribe_member" and done:\n                pass',
+        "memory_r4_unsubscribe_does_not_clear_archive", "reconciler/audit_memory.py",
+        '        elif action == "unsubscribe_member" and done:\n            archived.pop(key, None)',
+        '        elif action == "unsubscribe_member" and done:\n            pass',
         "Point 3: a later R4 unsubscribe of the member removes the evidence of consent.",
         AUDIT + E2E_CORE),
     Mutation(
-        "memory_opted_out_archive_not_remembered", "reconciler/audit.py",
-        '                    opted_out.setdefault(email, f"archived while {status} on {at[:10]}")',
-        "                    pass",
+        "memory_opted_out_archive_not_remembered", "reconciler/audit_memory.py",
+        '                opted_out.setdefault(email, f"archived while {status} on {at[:10]}")',
+        "                pass",
         "Point 8: archiving an unsubscribed member hides its opt-out; the audit memory must hold it.",
         AUDIT + E2E_CORE),
     Mutation(
-        "memory_r11_not_remembered", "reconciler/audit.py",
-        "                opted_out.setdefault(email, f\"{reason.split(':', 1)[0]} on {at[:10]}\")",
-        "                pass",
+        "memory_r11_not_remembered", "reconciler/audit_memory.py",
+        "            opted_out.setdefault(email, f\"{reason.split(':', 1)[0]} on {at[:10]}\")",
+        "            pass",
         "Point 8: an R11 unsubscribe is remembered until HubSpot reflects it.",
+        AUDIT + E2E_CORE),
+    Mutation(
+        "memory_archive_after_opt_out_is_consent", "reconciler/audit_memory.py",
+        "            elif status and email not in opted_out:",
+        "            elif status:",
+        "Point 3: once a person opted out, a later archive of theirs is never evidence of consent.",
+        AUDIT + E2E_CORE),
+    Mutation(
+        "memory_seen_live_ignored", "reconciler/audit_memory.py",
+        "        if key in archived and at >= archived_at[key]:",
+        "        if False:",
+        "Point 3: a member someone else restored after our archive is no longer ours to restore.",
         AUDIT + E2E_CORE),
     # -- Mailchimp client ------------------------------------------------------------------------
     Mutation(
@@ -593,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     def tests_of(mutation: Mutation) -> tuple[str, ...]:
-        return tuple(args.tests) if args.tests else mutation.tests
+        return tuple(dict.fromkeys(args.tests if args.tests else mutation.tests))
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="reconciler-mutants-") as tmp:
