@@ -198,48 +198,6 @@ def read_portal(seed: Mapping[str, Any], list_id: str) -> Portal:
 # -- the rules ---------------------------------------------------------------------------------
 
 
-def expected_end_state(seed: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """What SPEC §4 says both platforms hold once an apply of `config` on `seed` has converged:
-    `mailchimp` (list id -> email -> status, sorted tags, non-empty merge fields), `hubspot`
-    (`statuses`: contact id -> subscription id -> [status, legal basis, explanation];
-    `lists`: list id -> sorted contact ids) and `confirmations` (email -> opt-in emails sent)."""
-    audiences = list((config.get("audiences") or {}).values())
-    if len(audiences) != 1:
-        raise NotImplementedError("expected_state models exactly one audience")
-    audience = read_audience(config, audiences[0])
-    portal = read_portal(seed, audience.list_id)
-    critical = {str(x) for x in (config.get("exclusions") or {}).get("critical") or ()}
-    seen_members = {e: dict(m, tags=list(m["tags"])) for e, m in portal.members.items()}  # the one snapshot (R15)
-
-    r11_unsubscribed = carry_opt_outs_to_hubspot(portal, audience, seen_members)
-    for email in sorted(set(seen_members) | set(portal.by_email)):
-        decide_member(portal, audience, critical, email, seen_members.get(email), r11_unsubscribed)
-    for cid in sorted(portal.contacts, key=int):
-        email = str(portal.contacts[cid].get("email") or "").strip().lower()
-        if portal.by_email.get(email) == cid:  # R1: a contact with no valid email is skipped
-            clean_up_source_lists(portal, audience, critical, cid)
-    return {
-        "mailchimp": {audience.list_id: {e: member_view(m) for e, m in sorted(portal.members.items())}},
-        "hubspot": {"contacts": sorted(portal.contacts, key=int),  # none is created (no create_missing_contacts)
-                    "statuses": {cid: {sid: s if isinstance(s, AnyOf) else list(s) for sid, s in sorted(st.items())}
-                                 for cid, st in sorted(portal.statuses.items()) if st},
-                    "lists": {lid: sorted(ids, key=int) for lid, ids in sorted(portal.lists.items())}},
-        "confirmations": dict(sorted(portal.confirmations.items())),
-    }
-
-
-def member_view(m: Mapping[str, Any]) -> dict[str, Any]:
-    return {"status": m["status"], "tags": sorted(m["tags"]),
-            "merge_fields": {k: v for k, v in sorted(m["merge_fields"].items()) if v not in ("", None)}}
-
-
-def explicitly_unsubscribed(portal: Portal, cid: str, sid: str) -> bool:
-    status = portal.statuses[cid].get(sid)
-    return isinstance(status, list) and status[0] == NOT_SUBSCRIBED
-
-
-
-
 def carry_opt_outs_to_hubspot(portal: Portal, audience: Audience, seen: Mapping[str, Mapping[str, Any]]) -> set[str]:
     """R11: "Every member (managed or not, archived or not) whose status is in `to_hubspot.statuses`
     and whose email matches a contact is unsubscribed ... from each subscription in
