@@ -60,7 +60,7 @@ APPLY = (MUTANTS, "tests/test_apply_units.py", "tests/test_apply_races.py", "tes
 MAILCHIMP_CLIENT = (MUTANTS, "tests/test_platform_mailchimp.py", "tests/test_e2e_apply_compliance.py")
 CONFIG = (MUTANTS, "tests/test_config_optout_defaults.py")
 E2E_CORE = ("tests/test_e2e_core_compliance.py",)
-OBSERVE = ("tests/test_observe.py", "tests/test_e2e_observe_compliance.py")
+OBSERVE = ("tests/test_e2e_observe_compliance.py", "tests/test_observe.py")
 
 
 @dataclass(frozen=True)
