@@ -81,7 +81,8 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
             mailchimp_list_id TEXT NOT NULL,
             email TEXT NOT NULL,
             status TEXT NOT NULL,
-            note TEXT NOT NULL
+            note TEXT NOT NULL,
+            after_change_seq INTEGER NOT NULL
         )""",
     ),
 }
@@ -265,10 +266,14 @@ class AuditLog:
         if not seen:
             return
         with self._transaction():
+            # Ordered against the change rows by their seq (times can share a millisecond).
+            (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
             self._db.executemany(
-                "INSERT INTO observations (run_id, at, mailchimp_list_id, email, status, note) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO observations (run_id, at, mailchimp_list_id, email, status, note, after_change_seq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, now_iso(), list_id, email, status,
-                  "seen live after this product archived it: restored by someone else") for list_id, email, status in seen])
+                  "seen live after this product archived it: restored by someone else", last)
+                 for list_id, email, status in seen])
 
     def attempted_since(self, at: str) -> frozenset[str]:
         """Keys of the changes an apply attempted at or after `at` (the stored time format)."""

@@ -24,19 +24,26 @@ def read_memory(db: sqlite3.Connection, *, retry_refused: bool = False) -> Memor
     - opted_out (R4, R15): people this product saw opt out in Mailchimp: an R11 unsubscribe it
       attempted (whatever its outcome: the opt-out happened in Mailchimp), or an archive of a
       member that was unsubscribed or cleaned. They stay out of every audience.
+    - handovers_unfinished (R12): members whose handover tags this product removed and whose
+      archive has not been recorded since (an apply interrupted between the two): with its tags
+      gone the member looks unmanaged, so only this memory lets the next plan finish the handover.
+    - a member an apply saw live after this product archived it (the `observations` table) was
+      restored by someone else: that archive is no longer evidence.
     """
     refusals: dict[tuple[str, str], Refusal] = {}
     archived: dict[tuple[str, str], str] = {}
-    archived_at: dict[tuple[str, str], str] = {}
+    archived_at: dict[tuple[str, str], int] = {}  # the change row's seq
     by_email: dict[str, set[tuple[str, str]]] = {}
     opted_out: dict[str, str] = {}
+    unfinished: dict[tuple[str, str], str] = {}
     rows = db.execute(
-        "SELECT phase, action, outcome, mailchimp_list_id, email, before, reason, error, at FROM changes "
+        "SELECT phase, action, outcome, mailchimp_list_id, email, before, reason, error, at, seq FROM changes "
         "WHERE (phase = 'outcome' AND mailchimp_list_id IS NOT NULL "
-        "       AND action IN ('create_member', 'restore_member', 'archive_member', 'unsubscribe_member')) "
+        "       AND (action IN ('create_member', 'restore_member', 'archive_member', 'unsubscribe_member')"
+        "            OR (action = 'remove_tags' AND reason LIKE 'R12 %'))) "
         "   OR (phase = 'attempted' AND action = 'unsubscribe_contact') ORDER BY seq"
     )
-    for phase, action, outcome, list_id, email, before, reason, error, at in rows:
+    for phase, action, outcome, list_id, email, before, reason, error, at, seq in rows:
         if action == "unsubscribe_contact":
             opted_out.setdefault(email, f"{reason.split(':', 1)[0]} on {at[:10]}")
             for key in by_email.pop(email, ()):
@@ -44,6 +51,12 @@ def read_memory(db: sqlite3.Connection, *, retry_refused: bool = False) -> Memor
             continue
         key = (list_id, email)
         done = outcome in ("applied", "verified")
+        if action == "remove_tags":
+            if done:
+                unfinished[key] = reason
+            continue
+        if done and action in ("archive_member", "create_member", "restore_member"):
+            unfinished.pop(key, None)
         if action in ("create_member", "restore_member"):
             if outcome == "refused":
                 refusals[key] = Refusal(action=action, reason=error or "refused", at=at)
@@ -59,13 +72,14 @@ def read_memory(db: sqlite3.Connection, *, retry_refused: bool = False) -> Memor
                 opted_out.setdefault(email, f"archived while {status} on {at[:10]}")
             elif status and email not in opted_out:
                 archived[key] = status
-                archived_at[key] = at
+                archived_at[key] = seq
                 by_email.setdefault(email, set()).add(key)
     # A member seen live after our archive was restored by someone else: our archive is no
     # longer the latest word, and a later archive of it (by anyone) is not ours.
-    for list_id, email, at in db.execute(
-            "SELECT mailchimp_list_id, email, at FROM observations ORDER BY seq"):
+    for list_id, email, after_seq in db.execute(
+            "SELECT mailchimp_list_id, email, after_change_seq FROM observations ORDER BY seq"):
         key = (list_id, email)
-        if key in archived and at >= archived_at[key]:  # same millisecond: no evidence (the safe side)
+        if key in archived and after_seq >= archived_at[key]:
             del archived[key]
-    return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out, retry_refused=retry_refused)
+    return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out,
+                  handovers_unfinished=unfinished, retry_refused=retry_refused)

@@ -143,9 +143,13 @@ class Memory:
     unsubscribe it planned, or an archive of an unsubscribed or cleaned member). Such a person
     is kept out of every audience of the config on every later run, even once the member is
     archived and Mailchimp no longer shows the opt-out, until HubSpot reflects it.
+    `handovers_unfinished`: see the field.
     """
 
     refusals: Mapping[tuple[str, str], Refusal] = field(default_factory=lambda: _EMPTY)
     archived_by_us: Mapping[tuple[str, str], str] = field(default_factory=lambda: _EMPTY)
     opted_out: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # (mailchimp list id, email) -> the R12 reason of a handover whose tags were removed but whose
+    # archive is not recorded (an interrupted apply): the next plan finishes it.
+    handovers_unfinished: Mapping[tuple[str, str], str] = field(default_factory=lambda: _EMPTY)
     retry_refused: bool = False  # --retry-refused: ignore remembered refusals

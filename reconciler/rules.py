@@ -46,7 +46,7 @@ def build_plan(config: Config, snapshot: Snapshot, memory: Memory = Memory(),
     # HubSpot writes first: the member rules plan from HubSpot as it will be after them (R15).
     opt_outs_to_hubspot(out, config, rules, people)
     mailchimp_opt_outs(out, config, snapshot.audiences, people, memory.opted_out)
-    handed = handovers(out, rules, people, critical, snapshot.lists)
+    handed = handovers(out, rules, people, critical, snapshot.lists, memory.handovers_unfinished)
     for audience in rules:
         plan_audience(out, config, audience, people, handed, critical, memory, snapshot.consent)
     opt_outs_of_this_plan(out, config, rules, people)

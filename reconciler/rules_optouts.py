@@ -8,6 +8,7 @@ handover's list and property writes change which streams hold the contact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from reconciler.model import OPTED_OUT_STATUSES, Contact, HubList
@@ -173,10 +174,11 @@ def source_list_name(audience: AudienceRules, tags: tuple[str, ...], person: Per
 
 def handovers(
     out: Out, rules: list[AudienceRules], people: People, critical: frozenset[str],
-    lists: Mapping[str, HubList],
+    lists: Mapping[str, HubList], unfinished: Mapping[tuple[str, str], str] = MappingProxyType({}),
 ) -> Handed:
     """R12 for every audience, config order. Updates `people` to HubSpot as it will be after the
-    handover writes (lists joined and left, properties set), so later rules plan from it."""
+    handover writes (lists joined and left, properties set), so later rules plan from it.
+    `unfinished`: handovers an interrupted apply left with their tags removed but not archived."""
     handed = Handed()
     for audience in rules:
         decided = handed.emails.setdefault(audience.name, set())
@@ -187,6 +189,11 @@ def handovers(
                 continue
             pending = pending_handovers(audience, member.tags)
             if not pending:
+                memo = unfinished.get((audience.list_id, email))
+                person = people.get(email)
+                if memo is not None and person is not None and person.lists.isdisjoint(critical):
+                    decided.add(email)
+                    _finish_in_mailchimp(out, audience, email, member.status, member.tags, memo)
                 continue
             person = people.get(email)
             tags = ", ".join(h.tag for h in pending)
@@ -267,8 +274,18 @@ def _handover_properties(
     return wanted
 
 
+def _finish_in_mailchimp(out: Out, audience: AudienceRules, email: str, status: str, tags: tuple[str, ...],
+                         memo: str) -> None:
+    """The Mailchimp half of a handover whose tags an interrupted apply already removed: without
+    its tags the member looks unmanaged (R10), so the audit log's memory of the removal decides."""
+    reason = memo.split(" (", 1)[0] if memo.startswith("R12 ") else "R12 handover"
+    _hand_over_in_mailchimp(out, audience, [], email, status, tags,
+                            reason=f"{reason} (finishing a handover an interrupted apply left unarchived)")
+
+
 def _hand_over_in_mailchimp(
     out: Out, audience: AudienceRules, pending: list[Handover], email: str, status: str, tags: tuple[str, ...],
+    reason: str | None = None,
 ) -> None:
     """After the HubSpot writes: managed and handover tags removed, then the member archived.
 
@@ -277,7 +294,8 @@ def _hand_over_in_mailchimp(
     is never emailed: its managed and handover tags go (R7 lets R12 remove them), so the handover
     is done once, and it is reported, not archived."""
     handover_tags = {h.tag.casefold() for h in pending}
-    reason = f"R12 handover {', '.join(h.tag for h in pending)} to list {', '.join(h.to_list for h in pending)}"
+    if reason is None:
+        reason = f"R12 handover {', '.join(h.tag for h in pending)} to list {', '.join(h.to_list for h in pending)}"
     removed = [t for t in tags if t.casefold() in audience.managed or t.casefold() in handover_tags]
     if removed:
         out.changes.append(Change.make(MAILCHIMP, "remove_tags", audience.name, email, dict.fromkeys(removed, True),

@@ -58,11 +58,16 @@ class Simulation:
         refusals = dict(previous.refusals)
         archived = dict(previous.archived_by_us)
         opted_out = dict(previous.opted_out)
+        unfinished = dict(previous.handovers_unfinished)
         for refused in self.refused:
             if refused.list_id is not None and refused.change.action in ("create_member", "restore_member"):
                 refusals[(refused.list_id, refused.change.email)] = Refusal(refused.change.action, refused.reason, at)
         for change, list_id in self.done:
             key = (list_id or "", change.email)
+            if change.action == "remove_tags" and change.rule == "R12":
+                unfinished[key] = change.reason
+            elif change.action in ("archive_member", "create_member", "restore_member"):
+                unfinished.pop(key, None)
             if change.action == "unsubscribe_contact":
                 opted_out.setdefault(change.email, f"{change.reason} on {at[:10]}")
                 for other in [k for k in archived if k[1] == change.email]:
@@ -78,7 +83,8 @@ class Simulation:
                 archived.pop(key, None)
                 if change.action != "unsubscribe_member":
                     refusals.pop(key, None)
-        return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out)
+        return Memory(refusals=refusals, archived_by_us=archived, opted_out=opted_out,
+                      handovers_unfinished=unfinished)
 
 
 def simulate(snapshot: Snapshot, plan: Plan, hidden: VendorHidden = VendorHidden()) -> Snapshot:

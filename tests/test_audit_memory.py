@@ -105,3 +105,31 @@ def test_observations_are_append_only(tmp_path: Path) -> None:
         for statement in ("UPDATE observations SET status = 'archived'", "DELETE FROM observations"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 db.execute(statement)
+
+
+def _untag() -> Change:
+    return Change.make("mailchimp", "remove_tags", "main", ANN, {"Recruitment Finished": True},
+                       {"Recruitment Finished": False}, "R12 handover Recruitment Finished to list 947", 45)
+
+
+@pytest.mark.parametrize("events, unfinished", [
+    ([(_untag(), "applied")], True),  # killed before the archive: the next plan must finish it
+    ([(_untag(), "applied"), (archive("subscribed", "R12 handover Recruitment Finished to list 947"), None)], True),
+    ([(_untag(), "applied"), (archive("subscribed", "R12 handover Recruitment Finished to list 947"), "applied")],
+     False),
+    ([(_untag(), "failed")], False),
+])
+def test_a_handover_left_between_its_untag_and_its_archive_is_remembered(tmp_path: Path, events: list,  # type: ignore[type-arg]
+                                                                          unfinished: bool) -> None:
+    log = AuditLog.open(str(tmp_path / "audit.sqlite"))
+    try:
+        run = log.start_run(command="apply", operator="ops", config_checksum="c", plan_checksum=None)
+        for change, outcome in events:
+            log.record(run, [change], phase="attempted", operator="ops", config_checksum="c", list_ids={"main": LIST})
+            if outcome is not None:
+                log.record(run, [change], phase="outcome", operator="ops", config_checksum="c",
+                           outcomes=[(outcome, None)], list_ids={"main": LIST})
+        memory = log.memory()
+    finally:
+        log.close()
+    assert (KEY in memory.handovers_unfinished) == unfinished

@@ -265,3 +265,14 @@ def test_r18_changes_are_in_apply_order_then_target_then_email() -> None:
     assert {STEP_OPT_OUTS_TO_HUBSPOT, STEP_OPT_OUTS_FROM_HUBSPOT, STEP_CRITICAL, STEP_HANDOVER_HUBSPOT,
             STEP_HANDOVER_MAILCHIMP, STEP_CLEANUP} <= set(steps)
     assert [c.sort_key() for c in result.changes] == sorted(c.sort_key() for c in result.changes)
+
+
+def test_r12_finishes_a_handover_an_interrupted_apply_left_untagged_but_live() -> None:
+    # The tags are gone (R10 would call the member unmanaged); the audit log remembers the untag.
+    snap = snapshot([contact("101", ANN, ["947"])], [member(ANN, "subscribed")])
+    memory = Memory(handovers_unfinished={(LIST_ID, ANN): "R12 handover Recruitment Finished to list 947"})
+    result = plan(config(), snap, memory)
+    assert [(c.action, c.reason) for c in result.changes if c.system == "mailchimp"] == [
+        ("archive_member", "R12 handover Recruitment Finished to list 947 "
+                           "(finishing a handover an interrupted apply left unarchived)")]
+    assert [c for c in plan(config(), snap).changes if c.system == "mailchimp"] == []  # without the memory: R10
