@@ -381,7 +381,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         AUDIT + E2E_CORE),
     Mutation(
         "memory_seen_live_ignored", "reconciler/audit_memory.py",
-        "        if key in archived and at >= archived_at[key]:",
+        "        if key in archived and after_seq >= archived_at[key]:",
         "        if False:",
         "Point 3: a member someone else restored after our archive is no longer ours to restore.",
         AUDIT + E2E_CORE),
@@ -473,7 +473,7 @@ def copy_tree(destination: Path, root: Path = REPO, files: Sequence[str] | None 
 
 def apply_mutation(copy: Path, mutation: Mutation) -> None:
     path = copy / mutation.file
-    if copy.resolve() == REPO.resolve():
+    if copy.resolve() == REPO.resolve() or REPO.resolve() in copy.resolve().parents:
         raise MutationError("refusing to mutate the repository itself; mutate a copy")
     path.write_text(mutate_text(path.read_text(encoding="utf-8"), mutation.edits, mutation.name), encoding="utf-8")
 
@@ -544,9 +544,27 @@ class Result:
     seconds: float
 
 
-def baseline(work: Path, subsets: Iterable[tuple[str, ...]], jobs: int) -> dict[tuple[str, ...], set[str]]:
+@dataclass(frozen=True)
+class Pristine:
+    """The working tree as it was when the run began: every mutant is copied from it, so that
+    colleagues editing the tree meanwhile change neither the find texts nor the baseline."""
+
+    root: Path
+    files: tuple[str, ...]
+
+    def copy(self, destination: Path) -> Path:
+        return copy_tree(destination, self.root, self.files)
+
+
+def take_pristine(work: Path) -> Pristine:
+    files = tuple(source_files())
+    return Pristine(copy_tree(work / "pristine", REPO, files), files)
+
+
+def baseline(pristine: Pristine, work: Path, subsets: Iterable[tuple[str, ...]], jobs: int
+             ) -> dict[tuple[str, ...], set[str]]:
     """Each subset once, unmutated: the tests failing already (to deselect from mutant runs)."""
-    copy = copy_tree(work / "baseline")
+    copy = pristine.copy(work / "baseline")
     print(f"baseline copy imports {imported_from(copy)}", flush=True)
     unique = list(dict.fromkeys(subsets))
     for tests in unique:
@@ -572,8 +590,9 @@ def baseline(work: Path, subsets: Iterable[tuple[str, ...]], jobs: int) -> dict[
     return failing
 
 
-def run_mutation(work: Path, mutation: Mutation, tests: tuple[str, ...], deselect: set[str]) -> Result:
-    copy = copy_tree(work / mutation.name)
+def run_mutation(pristine: Pristine, work: Path, mutation: Mutation, tests: tuple[str, ...],
+                 deselect: set[str]) -> Result:
+    copy = pristine.copy(work / mutation.name)
     try:
         apply_mutation(copy, mutation)
         imported_from(copy)
@@ -619,14 +638,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="reconciler-mutants-") as tmp:
         work = Path(tmp)
         try:
-            failing = {} if args.no_baseline else baseline(work, (tests_of(m) for m in selected), args.jobs)
+            pristine = take_pristine(work)
+            check_mutations(selected, pristine.root)
+            failing = {} if args.no_baseline else baseline(pristine, work, (tests_of(m) for m in selected),
+                                                           args.jobs)
         except MutationError as exc:
             print(f"mutations.py: {exc}", file=sys.stderr)
             return 2
 
         def one(mutation: Mutation) -> Result:
             tests = tests_of(mutation)
-            result = run_mutation(work, mutation, tests, failing.get(tests, set()))
+            result = run_mutation(pristine, work, mutation, tests, failing.get(tests, set()))
             verdict = "caught  " if result.caught else "SURVIVED"
             print(f"{verdict} {result.seconds:6.1f}s {mutation.name}: {result.by or mutation.why}", flush=True)
             return result
