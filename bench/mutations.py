@@ -281,9 +281,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         CORE),
     # -- R14 never write a list of unknown type ------------------------------------------------------
     Mutation(
-        "r14_unknown_list_type_written", "reconciler/rules_lists.py",
-        "    if hub_list is None or hub_list.processing_type not in WRITABLE_LIST_TYPES:",
-        '    if hub_list is None or hub_list.processing_type == "DYNAMIC":',
+        "r14_unknown_list_type_written", "reconciler/model.py",
+        "        return self.processing_type in WRITABLE_LIST_TYPES",
+        '        return self.processing_type != "DYNAMIC"',
         "Point 12: a list whose processingType is missing or unknown is never written.",
         CORE),
     # -- plan ------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from reconciler.model import HubList
 from reconciler.plan import HUBSPOT, STEP_CLEANUP, Change
 from reconciler.rules_contacts import AudienceRules, Out, People, Person, join_stream
 
-WRITABLE_LIST_TYPES = ("MANUAL", "SNAPSHOT")
 
 
 def list_write(
@@ -24,7 +23,7 @@ def list_write(
     Returns whether the change was planned, so callers only count writes that will happen.
     """
     hub_list = lists.get(list_id)
-    if hub_list is None or hub_list.processing_type not in WRITABLE_LIST_TYPES:
+    if hub_list is None or not hub_list.writable:
         if hub_list is None:
             kind = "not found"
         elif hub_list.processing_type == "DYNAMIC":
