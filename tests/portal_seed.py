@@ -8,8 +8,10 @@ through the real apply against the sandbox) and compares the end states. Three s
   HubSpot computes from subscription statuses, so a generated property `true` becomes the status
   it reflects; consent (R8) is an explicit SUBSCRIBED status, so it exists only for a contact that
   holds the email and is not opted out of that subscription.
-- `seed_of(portal)`: the sandbox seed, mapping `VendorHidden` onto the sandbox's extensions
-  (`status_before_archive`, `unsubscribed_by`, `permanently_deleted`).
+- `seed_of(portal)`: the sandbox seed, mapping `VendorHidden` onto the sandbox's extensions:
+  archived after the person's own opt-out -> `status_before_archive: unsubscribed` (else
+  subscribed); unsubscribed by the account -> `unsubscribed_by: admin|api` (else self); forgotten
+  -> `permanently_deleted`. Members last changed long ago (see LONG_AGO).
 - `observable(portal)` / `view(...)`: the snapshot observe must return (only the contacts and
   lists it reads, consent only for restore candidates) and a plain, normalised value of a
   snapshot for equality assertions (tags case-insensitive, blank values as absent).
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
-from reconciler.model import AudienceState, Contact, Snapshot
+from reconciler.model import AudienceState, Contact, Snapshot, subscriber_hash
 from reconciler.settings import Config, frozen_map
 from tests.portal_strategies import Portal
 
@@ -151,7 +153,9 @@ def seed_of(portal: Portal) -> dict[str, Any]:
                 raw["status_before_archive"] = ("unsubscribed" if key in hidden.archived_after_opt_out
                                                 else "subscribed")
             if member.status == "unsubscribed":
-                raw["unsubscribed_by"] = "api" if key in hidden.unsubscribed_by_api else "self"
+                # VendorHidden does not tell an admin from the API: Mailchimp treats both alike.
+                by_account = "admin" if int(subscriber_hash(email), 16) % 2 else "api"
+                raw["unsubscribed_by"] = by_account if key in hidden.unsubscribed_by_api else "self"
             members.append(raw)
         audiences.append({
             "id": state.list_id, "name": state.name, "double_optin": state.double_optin,
