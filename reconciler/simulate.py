@@ -62,7 +62,10 @@ class Simulation:
         for refused in self.refused:
             if refused.list_id is not None and refused.change.action in ("create_member", "restore_member"):
                 refusals[(refused.list_id, refused.change.email)] = Refusal(refused.change.action, refused.reason, at)
-        for change, list_id in self.done:
+        # The audit log remembers an R11 opt-out once its unsubscribe is sent, whatever the answer
+        # (the person opted out in Mailchimp either way); R11 runs before every Mailchimp write (R18).
+        sent = [(r.change, r.list_id) for r in self.refused if r.change.action == "unsubscribe_contact"]
+        for change, list_id in sent + list(self.done):
             key = (list_id or "", change.email)
             if change.action == "remove_tags" and change.rule == "R12":
                 unfinished[key] = change.reason
@@ -77,8 +80,8 @@ class Simulation:
                 if status in ("unsubscribed", "cleaned"):
                     archived.pop(key, None)
                     opted_out.setdefault(change.email, f"archived while {status} ({change.reason}) on {at[:10]}")
-                elif status in ("subscribed", "pending", "transactional"):
-                    archived[key] = str(status)
+                elif status in ("subscribed", "pending", "transactional") and change.email not in opted_out:
+                    archived[key] = str(status)  # an archive of someone known to have opted out is no evidence
             elif change.action in ("restore_member", "create_member", "unsubscribe_member"):
                 archived.pop(key, None)
                 if change.action != "unsubscribe_member":
