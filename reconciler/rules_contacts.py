@@ -237,6 +237,7 @@ class AudienceRules:
     all_subscriptions: tuple[str, ...]  # every subscription of the config: an opt-out of any stops writes (R4)
     consent_subscriptions: tuple[str, ...]  # R8: explicit SUBSCRIBED to one of these is consent to restore
     merge_fields: tuple[tuple[str, str, str], ...]  # (merge tag, HubSpot property, Mailchimp type)
+    consent_label: str = "a configured subscription"  # R8's subscriptions by name, for reports
     _exempt: dict[str, bool] = field(default_factory=dict)
     _implied: dict[tuple[int, str], tuple[list[str], frozenset[str]]] = field(default_factory=dict)
 
@@ -247,10 +248,6 @@ class AudienceRules:
     @property
     def list_id(self) -> str:
         return self.audience.mailchimp_list_id
-
-    @property
-    def subscriptions_label(self) -> str:
-        return ", ".join(self.consent_subscriptions) or "a configured subscription (none configured)"
 
     def is_exempt(self, tag: str) -> bool:
         known = self._exempt.get(tag)
@@ -314,6 +311,8 @@ def compile_audience(config: Config, audience: Audience, state: AudienceState) -
         all_subscriptions=tuple(dict.fromkeys(str(s) for s in config.subscriptions.values())),
         consent_subscriptions=_consent_subscriptions(config, audience),
         merge_fields=merge_fields,
+        consent_label=" or ".join(f"{config.subscription_name(sid)} ({sid})"
+                                  for sid in _consent_subscriptions(config, audience)) or "a configured subscription",
     )
 
 

@@ -237,7 +237,7 @@ def restore(out: Out, audience: AudienceRules, person: Person, joined: Joined, m
         out.report("skipped", audience.name, email,
                    "R8 restore needs consent: not archived by this product while subscribed or pending "
                    "(or opted out since), and the HubSpot contact is not explicitly subscribed to "
-                   f"{audience.subscriptions_label} ({source_of(joined)})")
+                   f"{audience.consent_label} ({source_of(joined)})")
         return
     adding, removing = tag_differences(audience, joined, member.tags, reach_across=True)
     tags = {**dict.fromkeys(adding, True), **dict.fromkeys(removing, False)}
