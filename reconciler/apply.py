@@ -117,7 +117,31 @@ class Applier:
             self._capped = self._beyond_cap(by_step[step])
             for action in sorted(groups, key=ACTION_ORDER.index):
                 self._run_group(step, action, groups[action])
+        self._archive_again_if_brought_back()
         return self.outcomes
+
+    def _archive_again_if_brought_back(self) -> None:
+        """A pending member is unsubscribed, then archived (R2, R12). If the unsubscribe timed out and
+        was sent again, the first request can still land after the archive, and Mailchimp un-archives
+        a member on any PATCH with a status. So, once every other write is done, those members are
+        read again, and one found live is archived again (a second attempted/outcome pair)."""
+        archived = [o.change for o in self.outcomes
+                    if o.outcome == APPLIED and o.change.action == "archive_member"
+                    and o.change.before.get("status") == "pending"]
+        for change in archived:
+            list_id = self.list_ids[change.target]
+            try:
+                status = self.mailchimp.member_status(list_id, change.email)
+            except DailyLimitReached:
+                raise
+            except VendorError:
+                continue  # not readable now: the next plan sees the member as it is
+            if status not in (None, "archived"):
+                self.audit.record(self.run_id, [change], phase="attempted", operator=self.operator,
+                                  config_checksum=self.config.checksum, list_ids=self.list_ids)
+                (outcome, detail), = self._archive_member(change.target, [change])
+                self._record([change], [(outcome, detail or f"archived again: a late request had brought it "
+                                                          f"back as {status}")])
 
     def _run_group(self, step: int, action: str, changes: list[Change]) -> None:
         ready: list[Change] = []

@@ -24,8 +24,8 @@ def read_memory(db: sqlite3.Connection, *, retry_refused: bool = False) -> Memor
     - opted_out (R4, R15): people this product saw opt out in Mailchimp: an R11 unsubscribe it
       attempted (whatever its outcome: the opt-out happened in Mailchimp), or an archive of a
       member that was unsubscribed or cleaned. They stay out of every audience.
-    - handovers_unfinished (R12): members whose handover tags this product removed and whose
-      archive has not been recorded since (an apply interrupted between the two): with its tags
+    - handovers_unfinished (R12): members whose handover tags this product set out to remove and
+      whose archive has not been recorded since (an apply interrupted between the two): with its tags
       gone the member looks unmanaged, so only this memory lets the next plan finish the handover.
     - a member an apply saw live after this product archived it (the `observations` table) was
       restored by someone else: that archive is no longer evidence.
@@ -39,8 +39,8 @@ def read_memory(db: sqlite3.Connection, *, retry_refused: bool = False) -> Memor
     rows = db.execute(
         "SELECT phase, action, outcome, mailchimp_list_id, email, before, reason, error, at, seq FROM changes "
         "WHERE (phase = 'outcome' AND mailchimp_list_id IS NOT NULL "
-        "       AND (action IN ('create_member', 'restore_member', 'archive_member', 'unsubscribe_member')"
-        "            OR (action = 'remove_tags' AND reason LIKE 'R12 %'))) "
+        "       AND action IN ('create_member', 'restore_member', 'archive_member', 'unsubscribe_member')) "
+        "   OR (phase = 'attempted' AND mailchimp_list_id IS NOT NULL AND action = 'remove_tags' AND reason LIKE 'R12 %') "
         "   OR (phase = 'attempted' AND action = 'unsubscribe_contact') ORDER BY seq"
     )
     for phase, action, outcome, list_id, email, before, reason, error, at, seq in rows:
@@ -52,8 +52,9 @@ def read_memory(db: sqlite3.Connection, *, retry_refused: bool = False) -> Memor
         key = (list_id, email)
         done = outcome in ("applied", "verified")
         if action == "remove_tags":
-            if done:
-                unfinished[key] = reason
+            # Attempted is enough: an apply killed before the outcome row may have removed the tags
+            # (a member that still carries its handover tag is handed over by R12 anyway).
+            unfinished[key] = reason
             continue
         if done and action in ("archive_member", "create_member", "restore_member"):
             unfinished.pop(key, None)

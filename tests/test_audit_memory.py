@@ -117,7 +117,8 @@ def _untag() -> Change:
     ([(_untag(), "applied"), (archive("subscribed", "R12 handover Recruitment Finished to list 947"), None)], True),
     ([(_untag(), "applied"), (archive("subscribed", "R12 handover Recruitment Finished to list 947"), "applied")],
      False),
-    ([(_untag(), "failed")], False),
+    ([(_untag(), None)], True),  # killed before its outcome row: the tags may be gone
+    ([(_untag(), "failed")], True),  # harmless: a member still carrying its handover tag is handed over by R12
 ])
 def test_a_handover_left_between_its_untag_and_its_archive_is_remembered(tmp_path: Path, events: list,  # type: ignore[type-arg]
                                                                           unfinished: bool) -> None:

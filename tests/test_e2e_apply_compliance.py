@@ -189,6 +189,33 @@ def test_a_pending_critical_member_whose_unsubscribe_fails_is_not_archived_and_t
         assert env.view.member("crit.pending@example.com").status == "archived"
 
 
+def test_a_late_duplicate_of_the_unsubscribe_that_unarchives_the_member_is_archived_again(tmp_path: Path) -> None:
+    """The unsubscribe timed out and was retried; the first request lands after the archive, and
+    Mailchimp un-archives a member on a PATCH with a status. The apply reads it again at the end."""
+    sent: list[Request] = []
+
+    def remember(request: Request, proceed: Callable[[Request], Response]) -> Response:
+        sent.append(request)
+        return proceed(request)
+
+    def late_duplicate(request: Request, proceed: Callable[[Request], Response]) -> Response:
+        answer = proceed(request)
+        if len(sent) == 1:  # after the first DELETE only
+            sent.append(request)
+            proceed(sent[0])  # the timed-out PATCH lands now
+        return answer
+
+    with hooked(tmp_path, CRITICAL_SEED, small_config()) as (env, sandbox):
+        sandbox.hooks += [on_member("PATCH", "crit.pending@example.com", remember),
+                          on_member("DELETE", "crit.pending@example.com", late_duplicate)]
+        run = apply(env)
+        assert run.code == 0 and "converged" in run.out, run.text
+        assert env.view.member("crit.pending@example.com").status == "archived"
+        assert outcomes(env, "crit.pending@example.com") == [
+            ("unsubscribe_member", "applied"), ("archive_member", "applied"), ("archive_member", "applied")]
+        assert "late request" in outcome_rows(env, "crit.pending@example.com")[2]["error"]
+
+
 # -- point 4/5: a 405 on an archive is verified by reading the member -----------------------------------
 
 
