@@ -81,7 +81,7 @@ def member_fate(
     if member is not None and member.status in OPTED_OUT_STATUSES:
         joined = join_stream(audience, person)  # R7: never written, whatever else holds
         if joined is not None:
-            seven(out, audience, person, joined, member)
+            report_opted_out_in_mailchimp(out, audience, person, joined, member)
         return
     opted_out = opt_out_reason(person, audience.r4_subscriptions, config)
     if opted_out is not None:
@@ -158,12 +158,14 @@ def eligible(out: Out, audience: AudienceRules, person: Person, joined: Joined, 
     elif member.status in WRITABLE_STATUSES:
         update(out, audience, person, joined, member)
     elif member.status in OPTED_OUT_STATUSES:
-        seven(out, audience, person, joined, member)
+        report_opted_out_in_mailchimp(out, audience, person, joined, member)
     elif member.status == "archived":
         restore(out, audience, person, joined, member, memory, candidates, consent)
 
 
-def seven(out: Out, audience: AudienceRules, person: Person, joined: Joined, member: Member) -> None:
+def report_opted_out_in_mailchimp(out: Out, audience: AudienceRules, person: Person, joined: Joined,
+                                  member: Member) -> None:
+    """R7: an unsubscribed or cleaned member is reported, never written."""
     out.report("skipped", audience.name, person.email,
                f"R7 member is {member.status} in Mailchimp: never resubscribed or written ({source_of(joined)})")
 
