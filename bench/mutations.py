@@ -227,7 +227,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         CORE),
     Mutation(
         "mailchimp_opt_out_not_counted_by_r4", "reconciler/rules_contacts.py",
-        "    if person.unsubscribed_by_r11:\n        return",
+        "    if person.opted_out_in_mailchimp:\n        return",
         "    if False:\n        return",
         "R15/point 8: a person R11 unsubscribes (or who opted out in Mailchimp) counts as opted out in every "
         "audience.",
@@ -262,7 +262,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         CORE),
     Mutation(
         "mailchimp_opt_outs_not_marked", "reconciler/rules_optouts.py",
-        "            people[email] = person._replace(unsubscribed_by_r11=why)",
+        "            people[email] = person._replace(opted_out_in_mailchimp=why)",
         "            pass",
         "Point 8: a Mailchimp opt-out in one audience keeps the person out of every audience of the config.",
         CORE),

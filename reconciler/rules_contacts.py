@@ -44,7 +44,7 @@ class Person(NamedTuple):
     opted_out_of_all: bool
     # Why the person counts as opted out in Mailchimp (R15, SPEC §4 R4): this plan's R11 unsubscribe,
     # an opt-out in another audience of the config, or one the audit log remembers.
-    unsubscribed_by_r11: str | None = None
+    opted_out_in_mailchimp: str | None = None
     created_in_plan: bool = False  # R11 create_missing_contacts: no HubSpot id yet (contact id "")
 
     @property
@@ -169,8 +169,8 @@ def critical_lists_of(person: Person, critical: frozenset[str]) -> list[str]:
 
 def opt_out_reason(person: Person, subscriptions: tuple[str, ...], config: Config) -> str | None:
     """Why the person counts as opted out in HubSpot for R4 (None: it does not)."""
-    if person.unsubscribed_by_r11:
-        return f"R4 {person.unsubscribed_by_r11}"
+    if person.opted_out_in_mailchimp:
+        return f"R4 {person.opted_out_in_mailchimp}"
     if person.opted_out_of_all:
         return "R4 opted out of all email in HubSpot"
     for sid in subscriptions:
@@ -295,6 +295,7 @@ def compile_audience(config: Config, audience: Audience, state: AudienceState) -
     for handover in audience.handover:
         handovers.setdefault(handover.tag.casefold(), []).append(handover)
     opt_outs = audience.opt_outs
+    consent = _consent_subscriptions(config, audience)
     merge_fields = tuple(
         (tag, prop, state.merge_fields[tag].type if tag in state.merge_fields else "text")
         for tag, prop in audience.merge_fields.items()
@@ -309,10 +310,10 @@ def compile_audience(config: Config, audience: Audience, state: AudienceState) -
         handovers={tag: tuple(hs) for tag, hs in handovers.items()},
         r4_subscriptions=tuple(opt_outs.from_hubspot),
         all_subscriptions=tuple(dict.fromkeys(str(s) for s in config.subscriptions.values())),
-        consent_subscriptions=_consent_subscriptions(config, audience),
+        consent_subscriptions=consent,
         merge_fields=merge_fields,
-        consent_label=" or ".join(f"{config.subscription_name(sid)} ({sid})"
-                                  for sid in _consent_subscriptions(config, audience)) or "a configured subscription",
+        consent_label=" or ".join(f"{config.subscription_name(sid)} ({sid})" for sid in consent)
+        or "a configured subscription",
     )
 
 

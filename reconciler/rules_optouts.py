@@ -31,7 +31,7 @@ from reconciler.settings import Config, Handover
 def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], people: People) -> None:
     """R11: members whose status is in `to_hubspot.statuses` are unsubscribed in HubSpot.
 
-    Marks every person it unsubscribes (`unsubscribed_by_r11`) so that R4 treats it as opted out
+    Marks every person it unsubscribes (`opted_out_in_mailchimp`) so that R4 treats it as opted out
     in every audience of this plan (R15). Audiences in config order: the first decides the legal
     basis of a subscription two audiences both carry.
     """
@@ -65,9 +65,9 @@ def opt_outs_to_hubspot(out: Out, config: Config, rules: list[AudienceRules], pe
                      "explanation": to_hubspot.explanation},
                     f"{reason}: unsubscribe from {config.subscription_name(sid)}", STEP_OPT_OUTS_TO_HUBSPOT, contact_id,
                 ))
-            if unsubscribed and not person.unsubscribed_by_r11:
+            if unsubscribed and not person.opted_out_in_mailchimp:
                 people[email] = person._replace(
-                    unsubscribed_by_r11=f"unsubscribed in HubSpot by this plan (R11 from audience {audience.name})")
+                    opted_out_in_mailchimp=f"unsubscribed in HubSpot by this plan (R11 from audience {audience.name})")
 
 
 def opt_outs_of_this_plan(out: Out, config: Config, rules: list[AudienceRules], people: People) -> None:
@@ -130,8 +130,8 @@ def mailchimp_opt_outs(out: Out, config: Config, snapshot_audiences: Mapping[str
         seen.setdefault(email, f"opted out in Mailchimp: {why} (audit log)")
     for email, why in seen.items():
         person = people.get(email)
-        if person is not None and not person.unsubscribed_by_r11:
-            people[email] = person._replace(unsubscribed_by_r11=why)
+        if person is not None and not person.opted_out_in_mailchimp:
+            people[email] = person._replace(opted_out_in_mailchimp=why)
 
 
 # -- R12 Handover -----------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.audit import AuditLog
+from reconciler.model import Memory
 from reconciler.plan import (
-    STEP_CRITICAL,
     STEP_LEAVE,
     STEP_MEMBERS,
     STEP_OPT_OUTS_FROM_HUBSPOT,
@@ -52,7 +52,9 @@ def r11(email: str = ANN) -> Change:
                        STEP_OPT_OUTS_TO_HUBSPOT, "101")
 
 
-def _memory(tmp_path: Path, events: list) -> tuple[dict, dict]:  # type: ignore[type-arg]
+def _replayed(tmp_path: Path, events: list) -> Memory:  # type: ignore[type-arg]
+    """The memory after writing `events` as an apply would: (change, outcome or None) pairs, or
+    "seen live" for an observation of ANN live again."""
     log = AuditLog.open(str(tmp_path / "audit.sqlite"))
     try:
         run = log.start_run(command="apply", operator="ops", config_checksum="c", plan_checksum=None)
@@ -65,9 +67,13 @@ def _memory(tmp_path: Path, events: list) -> tuple[dict, dict]:  # type: ignore[
             if outcome is not None:
                 log.record(run, [change], phase="outcome", operator="ops", config_checksum="c",
                            outcomes=[(outcome, None)], list_ids={"main": LIST})
-        memory = log.memory()
+        return log.memory()
     finally:
         log.close()
+
+
+def _memory(tmp_path: Path, events: list) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    memory = _replayed(tmp_path, events)
     return dict(memory.archived_by_us), dict(memory.opted_out)
 
 
@@ -122,15 +128,5 @@ def _untag() -> Change:
 ])
 def test_a_handover_left_between_its_untag_and_its_archive_is_remembered(tmp_path: Path, events: list,  # type: ignore[type-arg]
                                                                           unfinished: bool) -> None:
-    log = AuditLog.open(str(tmp_path / "audit.sqlite"))
-    try:
-        run = log.start_run(command="apply", operator="ops", config_checksum="c", plan_checksum=None)
-        for change, outcome in events:
-            log.record(run, [change], phase="attempted", operator="ops", config_checksum="c", list_ids={"main": LIST})
-            if outcome is not None:
-                log.record(run, [change], phase="outcome", operator="ops", config_checksum="c",
-                           outcomes=[(outcome, None)], list_ids={"main": LIST})
-        memory = log.memory()
-    finally:
-        log.close()
+    memory = _replayed(tmp_path, events)
     assert (KEY in memory.handovers_unfinished) == unfinished
