@@ -18,13 +18,14 @@ from reconciler import __version__
 from reconciler.config import load_config
 from reconciler.errors import EXIT_ERROR, EXIT_OK, ConfigError, ReconcilerError
 
-COMMANDS = ("validate", "plan", "apply", "audit")
+COMMANDS = ("validate", "plan", "apply", "audit", "import")
 PLAN_FORMATS = ("text", "json", "markdown")
 AUDIT_FORMATS = ("table", "csv", "json")
 # Flags that mean something to one command only: given elsewhere they are a mistake worth naming.
 ONLY_FOR: dict[str, tuple[str, ...]] = {
     "audience": ("plan", "apply"),
-    "out": ("plan",),
+    "out": ("plan", "import"),
+    "snapshot_out": ("plan",),
     "detailed_exitcode": ("plan",),
     "verbose": ("plan", "apply"),
     "no_redact": ("plan", "apply", "audit"),
@@ -42,6 +43,7 @@ DISPATCH: dict[str, tuple[str, str]] = {
     "plan": ("reconciler.engine", "run_plan"),
     "apply": ("reconciler.engine", "run_apply"),
     "audit": ("reconciler.engine", "run_audit"),
+    "import": ("reconciler.importer", "run_import"),
 }
 
 
@@ -94,12 +96,17 @@ def build_parser(stdout: TextIO) -> _Parser:
     command.add_argument("--apply", nargs="?", const="", default=None, metavar="FILE",
                          help="apply the changes; with FILE (a JSON plan from --out), refuse if they differ from it")
     command.add_argument("--audit", action="store_true", help="query the audit log")
+    command.add_argument("--import", dest="import_", action="store_true",
+                         help="read a live portal (or --sandbox) and write a starting config (see --out)")
     parser.add_argument("--sandbox", action="store_true", help="run against the embedded sandbox (no credentials)")
     parser.add_argument("--config", default="config", metavar="PATH", help="YAML file or directory (default: config)")
     parser.add_argument("--audience", metavar="NAME", help="only this audience (a key of `audiences`)")
     parser.add_argument("--format", choices=PLAN_FORMATS + AUDIT_FORMATS[:2], default=None,
                         help="--plan: text|json|markdown (default text); --audit: table|csv|json (default table)")
-    parser.add_argument("--out", metavar="FILE", help="--plan: also write the JSON plan to FILE")
+    parser.add_argument("--out", metavar="PATH",
+                        help="--plan: also write the JSON plan to FILE; --import: the directory to write (default imported-config)")
+    parser.add_argument("--snapshot-out", metavar="FILE",
+                        help="--plan: also write the observed state as a sandbox seed, emails pseudonymised (names kept only with --no-redact)")
     parser.add_argument("--detailed-exitcode", action="store_true", help="--plan: exit 2 when there are changes")
     parser.add_argument("--verbose", action="store_true", help="show every change, not a truncated list")
     parser.add_argument("--no-redact", action="store_true", help="show email addresses unmasked")
@@ -112,7 +119,7 @@ def build_parser(stdout: TextIO) -> _Parser:
     parser.add_argument("--email", metavar="EMAIL", help="--audit: rows about this email")
     parser.add_argument("--action", metavar="A", help="--audit: rows with this action")
     parser.add_argument("--outcome", metavar="O", help="--audit: rows with this outcome")
-    parser.add_argument("--sandbox-seed", metavar="FILE", help="--sandbox: seed file (default config/sandbox/seed.yaml)")
+    parser.add_argument("--sandbox-seed", metavar="FILE", help="--sandbox: seed file (default: sandbox/seed.yaml beside the --config)")
     parser.add_argument("--sandbox-reset", action="store_true", help="--sandbox: start from the seed again")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of unexpected errors")
     parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
@@ -121,7 +128,7 @@ def build_parser(stdout: TextIO) -> _Parser:
 
 def parse_args(argv: Sequence[str], stdout: TextIO) -> argparse.Namespace:
     args = build_parser(stdout).parse_args(list(argv))
-    args.command = next(c for c in COMMANDS if getattr(args, c) not in (None, False))
+    args.command = next(c for c in COMMANDS if getattr(args, "import_" if c == "import" else c) not in (None, False))
     args.plan_file = args.apply or None
     for flag, commands in ONLY_FOR.items():
         if getattr(args, flag) not in (None, False) and args.command not in commands:
@@ -199,7 +206,7 @@ def main(argv: list[str], *, stdout: TextIO, stderr: TextIO, env: Mapping[str, s
     except _Exit as done:
         return done.code
     except UsageError as error:
-        stderr.write("usage: reconcile (--validate | --plan | --apply [FILE] | --audit) [options]\n")
+        stderr.write("usage: reconcile (--validate | --plan | --apply [FILE] | --audit | --import) [options]\n")
         return report_error(error, io, debug=debug)
     except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - the one place errors become exit codes
         return report_error(error, io, debug=debug)

@@ -173,6 +173,7 @@ def build_config(data: dict[str, Any], doc: Document) -> Config:
             base_url=hubspot.get("base_url") or HubSpotSettings.base_url,
             rate_limit=RateLimit(requests=int(rate.get("requests", RateLimit.requests)),
                                  per_seconds=float(rate.get("per_seconds", RateLimit.per_seconds))),
+            api_version=str(hubspot.get("api_version") or HubSpotSettings.api_version),
         ),
         mailchimp=MailchimpSettings(
             api_key=mailchimp.get("api_key"),

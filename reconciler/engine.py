@@ -73,11 +73,21 @@ def _select_audiences(config: Config, name: str | None) -> tuple[str, ...]:
     return (name,)
 
 
+def default_seed(config_path: str) -> str:
+    """The seed `--sandbox` uses without `--sandbox-seed`: `sandbox/seed.yaml` beside the config
+    (in the `--config` directory, or beside a `--config` file), so `--config DIR` works from anywhere;
+    `config/sandbox/seed.yaml` under the current directory when that does not exist."""
+    path = Path(config_path)
+    base = path if path.is_dir() else path.parent
+    beside = base / "sandbox" / "seed.yaml"
+    return str(beside) if beside.exists() else DEFAULT_SEED
+
+
 def _start_sandbox(args: Any, io: IO, stack: ExitStack) -> Any:
     from reconciler.sandbox import Sandbox
     from reconciler.sandbox.seed import load_seed
 
-    seed_path = args.sandbox_seed or DEFAULT_SEED
+    seed_path = args.sandbox_seed or default_seed(getattr(args, "config", None) or "config")
     state_path = Path(SANDBOX_STATE)
     if getattr(args, "sandbox_reset", False) and state_path.exists():
         state_path.unlink()

@@ -15,7 +15,8 @@ TAG_POLICIES = ("first_tag_wins", "follow_source")
 ON_LEAVE = ("archive", "untag", "keep")
 NEW_MEMBER_STATUSES = ("subscribed", "pending")
 TAG_RULE_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "is_set")
-NOTIFY_EVENTS = ("failed", "unsafe", "stale", "applied")
+NOTIFY_EVENTS = ("failed", "unsafe", "stale", "applied", "drift")
+HUBSPOT_API_VERSIONS = ("legacy", "2026-03")
 LEGAL_BASES = (
     "CONSENT_WITH_NOTICE",
     "LEGITIMATE_INTEREST_CLIENT",
@@ -53,6 +54,7 @@ class HubSpotSettings:
     token: str | None = field(repr=False)  # a secret: never in a repr, log or error
     base_url: str = "https://api.hubapi.com"
     rate_limit: RateLimit = RateLimit()
+    api_version: str = "legacy"  # one of HUBSPOT_API_VERSIONS
 
 
 @dataclass(frozen=True)
