@@ -6,7 +6,9 @@ Separate from observe (which reads what a plan needs) because these reads are of
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from reconciler.errors import PermanentVendorError
 from reconciler.model import WRITABLE_LIST_TYPES, MergeField
@@ -16,6 +18,8 @@ from reconciler.platforms.mailchimp import AudienceInfo, MailchimpClient
 from reconciler.settings import Config
 
 SUPPORTED_MERGE_TYPES = ("text", "number", "phone", "url", "date")
+T = TypeVar("T")
+_MISSING = re.compile(r"Missing scope\(s\): (.+)\.\s*$")
 
 
 def live_checks(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClient,
@@ -35,7 +39,9 @@ def live_checks(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClie
         props_f = pool.submit(hubspot.contact_properties)
         info_f = {a.name: pool.submit(mailchimp.get_list, a.mailchimp_list_id) for a in selected}
         fields_f = {a.name: pool.submit(mailchimp.merge_fields, a.mailchimp_list_id) for a in selected}
-        lists, definitions, props = lists_f.result(), defs_f.result(), props_f.result()
+        lists = _granted(lists_f, problems)
+        definitions = _granted(defs_f, problems)
+        props = _granted(props_f, problems)
         audience_reads: dict[str, tuple[AudienceInfo, list[MergeField]] | str] = {}
         for a in selected:
             try:
@@ -45,7 +51,7 @@ def live_checks(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClie
                     raise
                 audience_reads[a.name] = str(exc.detail)
 
-    for list_id, where in roles.items():
+    for list_id, where in roles.items() if lists is not None else ():
         info = lists.get(list_id)
         if info is None:
             problems.append(f"hubspot list {list_id} ({'; '.join(where)}) does not exist: check the id "
@@ -61,7 +67,7 @@ def live_checks(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClie
             warnings.append(f"hubspot list {list_id} {info.name!r} ({'; '.join(where)}) is {kind}: it is read "
                             "but never written (R14)")
 
-    for sid in subscription_ids(config, audiences):
+    for sid in subscription_ids(config, audiences) if definitions is not None and props is not None else ():
         name = config.subscription_name(sid)
         if sid not in definitions:
             problems.append(f"subscriptions.{name}: HubSpot has no subscription type {sid} "
@@ -69,7 +75,7 @@ def live_checks(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClie
         elif OPTOUT_PREFIX + sid not in props:
             problems.append(f"subscriptions.{name}: HubSpot has no contact property {OPTOUT_PREFIX}{sid}, so "
                             "opt-outs from it cannot be read")
-    for prop, where in mapped_properties(config, audiences).items():
+    for prop, where in mapped_properties(config, audiences).items() if props is not None else ():
         if prop not in props:
             problems.append(f"{where[0]}: HubSpot has no contact property {prop!r}: create it or fix the name")
 
@@ -98,6 +104,25 @@ def live_checks(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClie
             warnings.append(f"{place}.new_member_status: subscribed skips the double opt-in that audience "
                             f"{info.name!r} has on; use pending to send confirmations")
     return problems, warnings
+
+
+def _granted(future: Future[T], problems: list[str]) -> T | None:
+    """A HubSpot read's result, or None with a problem naming the missing scope when HubSpot
+    answered 403 (a token without the scope): every such read is reported, not only the first."""
+    try:
+        return future.result()
+    except PermanentVendorError as exc:
+        if exc.status != 403:
+            raise
+        scopes = _MISSING.search(exc.detail or "")
+        request = str(exc).split(" answered ", 1)[0].removeprefix("hubspot: ")
+        if scopes:
+            problems.append(f"hubspot.token: the token lacks the scope(s) {scopes.group(1)} (HubSpot answered 403 "
+                            f"MISSING_SCOPES to {request}): add them to the private app or service key (README: "
+                            "HubSpot access) and run --plan again")
+        else:
+            problems.append(f"hubspot.token: HubSpot answered 403 to {request}: {exc.detail}")
+        return None
 
 
 def list_kind(processing_type: str) -> str:

@@ -199,6 +199,19 @@ def _parse_body(response: requests.Response) -> Any:
 _TAGS = re.compile(r"<[^>]+>")
 
 
+def missing_scopes(body: Any) -> list[str]:
+    """The scopes a HubSpot 403 MISSING_SCOPES answer names (`errors[].context.requiredGranularScopes`)."""
+    if not isinstance(body, Mapping) or body.get("category") != "MISSING_SCOPES":
+        return []
+    names: list[str] = []
+    for error in body.get("errors") or []:
+        context = error.get("context") if isinstance(error, Mapping) else None
+        if isinstance(context, Mapping):
+            for key in ("requiredGranularScopes", "requiredScopes"):
+                names += [str(s) for s in context.get(key) or [] if str(s) not in names]
+    return names
+
+
 def vendor_message(system: str, response: requests.Response, body: Any) -> str:
     """The vendor's own words: HubSpot's `message`, Mailchimp's `title: detail` (+ field errors).
 
@@ -222,7 +235,8 @@ def vendor_message(system: str, response: requests.Response, body: Any) -> str:
                 return text
         message = body.get("message")
         if message:
-            return str(message).strip()
+            scopes = missing_scopes(body)
+            return str(message).strip() + (f" Missing scope(s): {', '.join(scopes)}." if scopes else "")
     text = " ".join(_TAGS.sub(" ", response.text or "").split())
     if not text:
         return response.reason or f"HTTP {response.status_code}"
