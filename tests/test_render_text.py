@@ -118,10 +118,10 @@ def test_summary_never_shows_an_email_even_unmasked() -> None:
 def test_sections_are_truncated_unless_verbose() -> None:
     changes = tuple(update(f"user{i:03}@example.com", {"FNAME": "A"}, {"FNAME": "B"}) for i in range(SECTION_LIMIT + 5))
     short = render(Plan(changes))
-    assert "… and 5 more (use --verbose)" in short
+    assert "… and 5 more: R6 merge fields differ (all of them: --verbose or --format json)" in short
     assert sum(f"user{i:03}@example.com" in short for i in range(len(changes))) == SECTION_LIMIT
     full = render(Plan(changes), verbose=True)
-    assert "more (use --verbose)" not in full
+    assert "more" not in full.split("Checksum")[1]
     assert all(f"user{i:03}@example.com" in full for i in range(len(changes)))
 
 
@@ -194,7 +194,7 @@ def test_reported_items_are_grouped_by_kind_and_truncated() -> None:
     out = render(Plan((archive("bob@example.com", "762"),), reports))
     assert "Reported: 31 items" in out
     assert out.index("skipped (30)") < out.index("capped (1)")
-    assert "… and 10 more (use --verbose)" in out
+    assert "… and 10 more: R1 no valid email for contact … (all of them: --verbose or --format json)" in out
     assert "(no email)" in out
 
 
@@ -208,3 +208,25 @@ def test_safety_violations_and_stale_diff() -> None:
     assert "Not in the reviewed plan (would now be applied): 1" in out
     assert "In the reviewed plan, no longer planned: 1" in out
     assert "a***@example.com" in out and "ann@example.com" not in out
+
+
+def test_a_big_section_shows_up_to_the_limit_of_each_reason() -> None:
+    """10,000 changes stay readable: each group of identical changes shows SECTION_LIMIT rows and
+    says how many more it holds; the summary still counts them all."""
+    critical = [archive(f"crit{i:05}@example.com", "762") for i in range(9_000)]
+    other = [archive(f"deal{i:05}@example.com", "773") for i in range(200)]
+    changes = tuple(critical[:4_000] + other + critical[4_000:])
+    out = render(Plan(changes))
+    assert len(out.splitlines()) < 2 * 2 * SECTION_LIMIT + 20  # two groups of 20, each with its detail line
+    assert out.count("- crit") == SECTION_LIMIT and out.count("- deal") == SECTION_LIMIT
+    assert f"… and {9_000 - SECTION_LIMIT} more: R2 critical list 762" in out
+    assert f"… and {200 - SECTION_LIMIT} more: R2 critical list 773" in out
+    assert "9200" in out.replace(",", "")  # the summary table's total
+
+
+def test_unique_reasons_are_grouped_by_their_words() -> None:
+    reports = tuple(Report("skipped", "contacts", None, f"R1 contact {i} has no valid email")
+                    for i in range(500))
+    out = render(Plan((), reports))
+    assert len(out.splitlines()) < 40
+    assert "… and 480 more: R1 contact … has no valid email" in out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from reconciler.plan import Change, Report
 from reconciler.render.mask import EMAIL_PATTERN, clip
@@ -16,6 +16,7 @@ from reconciler.render.mask import EMAIL_PATTERN, clip
 # Above this many distinct reasons for one (target, action, rule), the summary shows reason
 # groups instead: 5,000 "R3 ... source 719 ..." changes must not make 5,000 rows.
 DETAIL_LIMIT = 6
+T = TypeVar("T")
 REASON_WIDTH = 120
 
 _QUOTES = "'\"`‘“«<"  # opening a data value (a quote, or the `<email>` placeholder)
@@ -85,6 +86,22 @@ def _summarise(items: Sequence[tuple[str, str, str]]) -> list[SummaryRow]:
             group = groups.setdefault(detail, reason_group(detail))
             rows[(target, action, group)] += count
     return [SummaryRow(t, a, r, n) for (t, a, r), n in rows.items()]
+
+
+def same_reason_groups(items: Sequence[T], reason: Callable[[T], str]) -> dict[str, list[T]]:
+    """`items` (changes or reports of one action or kind) grouped by identical reason, in order of
+    first appearance. Reasons are compared with emails cut out; a rule with more than DETAIL_LIMIT
+    distinct reasons is grouped by its reason group instead (as the summary table does), so
+    10,000 "R1 contact … has no valid email" make one group, not 10,000."""
+    details = [reason_detail(reason(item)) for item in items]
+    per_rule: dict[str, set[str]] = {}
+    for detail in details:
+        per_rule.setdefault(_rule(detail), set()).add(detail)
+    groups: dict[str, list[T]] = {}
+    for item, detail in zip(items, details):
+        key = detail if len(per_rule[_rule(detail)]) <= DETAIL_LIMIT else reason_group(detail)
+        groups.setdefault(key, []).append(item)
+    return groups
 
 
 def summary_rows(changes: Sequence[Change]) -> list[SummaryRow]:

@@ -6,7 +6,7 @@ one. Formatting only: every count and line here comes straight from the Plan.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +18,7 @@ from reconciler.render.mask import mask_text, show_email
 from reconciler.render.summary import (
     REASON_WIDTH,
     SummaryRow,
+    same_reason_groups,
     biggest_first,
     by_action,
     by_kind,
@@ -27,7 +28,8 @@ from reconciler.render.summary import (
 )
 
 NO_CHANGES = "No changes."
-SECTION_LIMIT = 20  # lines per action or report kind unless --verbose
+SECTION_LIMIT = 20  # lines per action or report kind, or per reason within a bigger one, unless --verbose
+T = TypeVar("T")
 SUMMARY_LIMIT = 40  # summary rows unless --verbose (the biggest are kept)
 _MARK = {
     "create_member": "+",
@@ -64,9 +66,21 @@ def _summary_table(title: str, rows: Sequence[SummaryRow], second: str, verbose:
     return table
 
 
-def _more(console: Console, hidden: int) -> None:
+def _more(console: Console, hidden: int, like: str = "", indent: str = "    ") -> None:
     if hidden > 0:
-        console.print(Text(f"    … and {hidden} more (use --verbose)", style="dim"), soft_wrap=True)
+        what = f": {like}" if like else ""
+        console.print(Text(f"{indent}… and {hidden} more{what} (all of them: --verbose or --format json)",
+                           style="dim"), soft_wrap=True)
+
+
+def _shown(group: Sequence[T], reason: Callable[[T], str], verbose: bool, limit: int) -> list[tuple[list[T], int, str]]:
+    """What to print of one action's (or kind's) items: all of them with --verbose or when they fit
+    in `limit`; otherwise up to `limit` of each group of identical reasons, with how many of the
+    group are not shown and the group's reason (for its "… and N more" line)."""
+    if verbose or len(group) <= limit:
+        return [(list(group), 0, "")]
+    return [(items[:limit], len(items) - limit, key if len(items) > limit else "")
+            for key, items in same_reason_groups(group, reason).items()]
 
 
 def _reason(reason: str, redact: bool) -> str:
@@ -89,12 +103,12 @@ def render_changes(console: Console, changes: Sequence[Change], *, redact: bool,
     for action, group in by_action(changes).items():
         console.print()
         console.print(Text(f"{action} ({len(group)})", style="bold"), soft_wrap=True)
-        shown = group if verbose else group[:limit]
-        for change in shown:
-            console.print(change_line(change, redact), soft_wrap=True)
-            for detail in detail_lines(change, redact):
-                console.print(Text("      " + detail), soft_wrap=True)
-        _more(console, len(group) - len(shown))
+        for shown, hidden, like in _shown(group, lambda c: c.reason, verbose, limit):
+            for change in shown:
+                console.print(change_line(change, redact), soft_wrap=True)
+                for detail in detail_lines(change, redact):
+                    console.print(Text("      " + detail), soft_wrap=True)
+            _more(console, hidden, like)
 
 
 def render_reports(console: Console, reports: Sequence[Report], *, redact: bool, verbose: bool = False,
@@ -106,13 +120,13 @@ def render_reports(console: Console, reports: Sequence[Report], *, redact: bool,
     console.print(Text(f"Reported items: {len(reports)} (not changes)", style="bold"), soft_wrap=True)
     for kind, group in by_kind(reports).items():
         console.print(Text(f"  {kind} ({len(group)})", style="bold"), soft_wrap=True)
-        shown = group if verbose else group[:limit]
-        for report in shown:
-            line = Text("    " + show_email(report.email, redact), style="cyan")
-            line.append("  " + report.target)
-            line.append("  " + _reason(report.reason, redact), style="dim")
-            console.print(line, soft_wrap=True)
-        _more(console, len(group) - len(shown))
+        for shown, hidden, like in _shown(group, lambda r: r.reason, verbose, limit):
+            for report in shown:
+                line = Text("    " + show_email(report.email, redact), style="cyan")
+                line.append("  " + report.target)
+                line.append("  " + _reason(report.reason, redact), style="dim")
+                console.print(line, soft_wrap=True)
+            _more(console, hidden, like, indent="      ")
 
 
 def render_plan(console: Console, plan: Plan, *, redact: bool, verbose: bool = False,
