@@ -262,8 +262,18 @@ def run_plan(args: Any, config: Config, cli_io: Any) -> int:
             write_plan_json(args.out, _document(plan, session, args, redact=False))
             io.info(f"plan: written to {args.out} (checksum {plan.checksum})")
     if getattr(args, "detailed_exitcode", False) and plan.changes:
+        _notify_drift(session.config, plan, io)
         return errors.EXIT_CHANGES
     return errors.EXIT_OK
+
+
+def _notify_drift(config: Config, plan: Plan, io: IO) -> None:
+    """`--plan --detailed-exitcode` that found changes: the `drift` notification (channels whose
+    `on` holds `drift`), with the counts by rule. A plan without changes posts nothing."""
+    from reconciler.notify import drift_report, notify
+
+    for problem in notify(config.notifications, drift_report(plan)):
+        io.info(f"warning: {problem}")
 
 
 def _approval_source(args: Any) -> str | None:

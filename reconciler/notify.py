@@ -21,6 +21,7 @@ TITLES = {
     "unsafe": "Reconcile apply refused: unsafe plan",
     "stale": "Reconcile apply refused: stale plan",
     "applied": "Reconcile apply finished",
+    "drift": "Reconcile drift: the live state differs from the config",
 }
 
 
@@ -33,13 +34,35 @@ class ApplyReport:
     counts: Mapping[str, int] = field(default_factory=dict)  # outcome -> count (applied, failed, ...)
     failures: Sequence[str] = ()  # one line each, emails already masked
     message: str = ""  # the one-line error or safety/stale summary, if any
+    kind: str | None = None  # "drift" for a plan's report; None: the apply's exit code decides
+    by_rule: Sequence[tuple[str, int]] = ()  # drift: ("R2 archive_member main", count), biggest first
 
     @property
     def event(self) -> str:
-        return EVENT_BY_EXIT.get(self.exit_code, "failed")
+        return self.kind or EVENT_BY_EXIT.get(self.exit_code, "failed")
+
+
+def drift_report(plan: Any, *, top: int = 15) -> ApplyReport:
+    """What a `drift` notification says about a plan that found changes: counts by rule, action
+    and target (never an email), biggest first; the rest summed in one line."""
+    counts: dict[str, int] = {}
+    for change in plan.changes:
+        key = f"{change.reason.split(' ', 1)[0]} {change.action} {change.target}"
+        counts[key] = counts.get(key, 0) + 1
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if len(rows) > top:
+        rows = rows[:top - 1] + [(f"{len(rows) - top + 1} other rule/action/target groups",
+                                  sum(n for _, n in rows[top - 1:]))]
+    reported = f" and {len(plan.reports)} reported item(s)" if plan.reports else ""
+    message = (f"{len(plan.changes)} change(s){reported}: an apply would change the live platforms. "
+               f"Review with `reconcile --plan`; plan checksum {plan.checksum[:16]}.")
+    return ApplyReport(run_id=f"plan {plan.checksum[:12]}", exit_code=2, message=message, kind="drift",
+                       by_rule=rows)
 
 
 def _facts(report: ApplyReport) -> list[tuple[str, str]]:
+    if report.kind == "drift":
+        return [("Plan", report.run_id)] + [(key, str(count)) for key, count in report.by_rule]
     facts = [("Run", report.run_id), ("Exit code", str(report.exit_code))]
     facts += [(name.replace("_", " ").capitalize(), str(count)) for name, count in sorted(report.counts.items())]
     return facts

@@ -79,7 +79,7 @@ def all_invocations() -> list[tuple[str, list[str]]]:
 
 
 def test_every_file_parses_and_the_three_workflows_exist() -> None:
-    assert set(WORKFLOWS) == {"validate", "plan", "apply"}
+    assert set(WORKFLOWS) == {"validate", "plan", "apply", "drift"}
     for path in [*WORKFLOWS.values(), *ACTIONS]:
         doc = load(path)
         assert doc.get("name") and (triggers(doc) if "runs" not in doc else doc["runs"]["using"] == "composite")
@@ -98,6 +98,18 @@ def test_every_reconcile_invocation_is_accepted_by_the_cli_parser() -> None:
         build_parser(out).parse_args(args)  # raises on an unknown flag or a bad value
         parsed = parse_args(args, out)  # and the CLI's own rules (flags meant for another command)
         assert parsed.command in ("validate", "plan", "apply"), where
+
+
+def test_drift_runs_on_a_schedule_and_only_plans() -> None:
+    doc = load(WORKFLOWS["drift"])
+    assert triggers(doc)["schedule"][0]["cron"] and "workflow_dispatch" in triggers(doc)
+    runs = [args for where, args in all_invocations() if where.startswith(".github/workflows/drift.yml")]
+    assert runs and all(args[0] == "--plan" and "--detailed-exitcode" in args for args in runs)
+    assert doc["concurrency"]["group"] == load(WORKFLOWS["apply"])["concurrency"]["group"]
+    text = WORKFLOWS["drift"].read_text()
+    assert "2)" in text and 'exit "$code"' in text  # drift (2) passes, an error fails the job
+    uses = [s.get("uses") for s in steps(doc)]
+    assert "./.github/actions/restore-audit-db" in uses  # the plan sees the audit memory apply sees
 
 
 def test_the_parser_check_catches_a_flag_that_does_not_exist() -> None:
