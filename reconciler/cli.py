@@ -165,6 +165,8 @@ def dispatch(args: argparse.Namespace, io: IO) -> int:
     except AttributeError:
         io.stderr.write(f"error: --{args.command} is not available in this build\n")
         return EXIT_ERROR
+    if args.command == "import":  # no config to load: --import writes one
+        return int(function(args, io))
     config, warnings = load_config(args.config, io.env, mode="sandbox" if args.sandbox else "run")
     for line in warnings:
         io.stderr.write(f"warning: {line}\n")

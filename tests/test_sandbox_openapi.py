@@ -117,6 +117,7 @@ def test_every_served_operation_matches_the_openapi_file(spec: dict[str, Any], r
     ok("GET", "/3.0/", "/3.0/")
     ok("GET", "/3.0/ping", "/3.0/ping")
     ok("GET", "/3.0/lists/{list_id}", f"/3.0/lists/{LIST}")
+    ok("GET", "/3.0/lists", "/3.0/lists", params={"count": 5, "sort_field": "date_created", "sort_dir": "DESC"})
     ok("GET", "/3.0/lists/{list_id}/merge-fields", f"/3.0/lists/{LIST}/merge-fields")
     for params in ({}, {"status": "archived"}, {"count": 2, "offset": 1, "fields": "members.email_address,total_items"}):
         ok("GET", "/3.0/lists/{list_id}/members", MEMBERS, params=params)

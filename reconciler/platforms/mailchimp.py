@@ -47,6 +47,16 @@ class AudienceInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeFieldInfo:
+    """A merge field's definition with its display name (what `reconcile --import` matches)."""
+
+    tag: str
+    name: str
+    type: str
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class NewMember:
     email: str
     merge_fields: Mapping[str, Any] = field(default_factory=dict)
@@ -103,6 +113,36 @@ class MailchimpClient:
         body = self.session.call("GET", f"/lists/{list_id}", params=params).body or {}
         return AudienceInfo(str(body.get("id") or list_id), str(body.get("name") or ""),
                             bool(body.get("double_optin")), dict(body.get("stats") or {}))
+
+    def audiences(self) -> list[AudienceInfo]:
+        """Every audience of the account (`GET /lists`, 1,000 a page, oldest first), for --import."""
+        found: dict[str, AudienceInfo] = {}
+        offset = 0
+        while True:
+            params = {"count": MEMBER_PAGE, "offset": offset, "sort_field": "date_created", "sort_dir": "ASC",
+                      "fields": "lists.id,lists.name,lists.double_optin,total_items"}
+            body = self.session.call("GET", "/lists", params=params).body or {}
+            page = body.get("lists") or []
+            for raw in page:
+                if raw.get("id"):
+                    found.setdefault(str(raw["id"]), AudienceInfo(str(raw["id"]), str(raw.get("name") or ""),
+                                                                  bool(raw.get("double_optin"))))
+            offset += len(page)
+            if not page or offset >= int(body.get("total_items") or 0):
+                return list(found.values())
+
+    def merge_field_definitions(self, list_id: str) -> list[MergeFieldInfo]:
+        """Every merge field of the audience with its name (paged, 1,000 a page), for --import."""
+        out: list[MergeFieldInfo] = []
+        while True:
+            params = {"count": MEMBER_PAGE, "offset": len(out), "fields": "merge_fields.tag,merge_fields.name,"
+                      "merge_fields.type,merge_fields.required,total_items"}
+            body = self.session.call("GET", f"/lists/{list_id}/merge-fields", params=params).body or {}
+            page = body.get("merge_fields") or []
+            out += [MergeFieldInfo(str(f["tag"]), str(f.get("name") or ""), str(f.get("type") or "text"),
+                                   bool(f.get("required"))) for f in page]
+            if not page or len(out) >= int(body.get("total_items") or 0):
+                return out
 
     def merge_fields(self, list_id: str) -> list[MergeField]:
         """Every merge field of the audience (paged, 1,000 a page)."""

@@ -66,6 +66,7 @@ import uuid
 from functools import partial
 from typing import Any, Callable, Mapping
 
+from reconciler.sandbox import mailchimp_account as account
 from reconciler.sandbox import mailchimp_errors as err
 from reconciler.sandbox import mailchimp_lists as lists
 from reconciler.sandbox import mailchimp_members as members
@@ -102,6 +103,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", SEGMENT + "/members", lists.list_segment_members),
     ("GET", "/3.0/lists/{list_id}/tag-search", lists.tag_search),
 ]
+ROUTES += account.ROUTES  # GET /3.0/lists (every audience), read by reconcile --import
 
 
 def _root(state: MailchimpState) -> dict[str, Any]:
