@@ -318,9 +318,11 @@ def test_restoring_archived_members(mc: Client) -> None:
     assert mc.put(f"{MEMBERS}/arch@example.com", json={"email_address": "arch@example.com", "status": "subscribed"}).body["status"] == "subscribed"
     # bob@ unsubscribed himself (a seeded unsubscribe): archived, he cannot come back as subscribed
     assert mc.delete(f"{MEMBERS}/bob@example.com").status == 204
-    for field in ("status", "status_if_new"):
-        reply = mc.put(f"{MEMBERS}/bob@example.com", json={"email_address": "bob@example.com", field: "subscribed"})
-        assert_problem(reply, 400, "Member In Compliance State")
+    reply = mc.put(f"{MEMBERS}/bob@example.com", json={"email_address": "bob@example.com", "status": "subscribed"})
+    assert_problem(reply, 400, "Member In Compliance State")
+    # status_if_new alone does not unarchive (reference, facts added after review): no refusal, no change
+    kept = mc.put(f"{MEMBERS}/bob@example.com", json={"email_address": "bob@example.com", "status_if_new": "subscribed"})
+    assert kept.status == 200 and kept.body["status"] == "archived" and kept.mutated is False
     assert mc.get(f"{MEMBERS}/bob@example.com").body["status"] == "archived"
     back = mc.patch(f"{MEMBERS}/bob@example.com", json={"status": "unsubscribed"}).body
     assert back["status"] == "unsubscribed" and back["unsubscribe_reason"] == ""  # still his own unsubscribe
@@ -328,8 +330,9 @@ def test_restoring_archived_members(mc: Client) -> None:
 
 
 def test_status_if_new_unarchive_variant() -> None:
-    for unarchives, expected in ((True, "subscribed"), (False, "archived")):
-        mc = make_client(seed(), SandboxOptions(variants={"mailchimp_status_if_new_unarchives": unarchives}))
+    for unarchives, expected in ((True, "subscribed"), (False, "archived"), (None, "archived")):
+        variants = {} if unarchives is None else {"mailchimp_status_if_new_unarchives": unarchives}  # None: the default
+        mc = make_client(seed(), SandboxOptions(variants=variants))
         reply = mc.put(f"{MEMBERS}/arch@example.com", json={"email_address": "arch@example.com", "status_if_new": "subscribed"})
         assert reply.status == 200 and reply.body["status"] == expected
 

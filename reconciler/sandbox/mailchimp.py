@@ -29,14 +29,16 @@ giving the other answer:
   a 404. `mailchimp_delete_compliance_405: True` also refuses unsubscribed members, with the
   older recorded 405 "This list member cannot be removed.  Please contact support." (trigger
   unknown). A never-seen or permanently deleted member: 404 either way.
-- An archived member is restored by PUT/PATCH with `status`, and also by PUT with only
-  `status_if_new` (treated as a re-add; the reference now records that it does not unarchive,
-  this default is the riskier answer for clients). `mailchimp_status_if_new_unarchives: False`
-  keeps it archived. The compliance rule above applies to what the member was before the archive.
+- An archived member is restored by PUT/PATCH with `status`; a PUT with only `status_if_new`
+  leaves it archived (reference, facts added after review: "status_if_new does not unarchive").
+  `mailchimp_status_if_new_unarchives: True` restores it as a re-add (the riskier answer once
+  assumed). The compliance rule above applies to what the member was before the archive.
 - `count` > 1000: 400 Invalid Resource. `mailchimp_count_over_max: "clamp"` serves 1000.
 - Batch subscribe over 500 members: 400 Invalid Resource. `mailchimp_batch_over_limit:
-  "truncate"` processes the first 500. Compliance refusals there are `ERROR_GENERIC` entries;
-  per-member `tags` are ignored.
+  "truncate"` processes the first 500. Compliance refusals there are `ERROR_GENERIC` entries.
+  Per-member `tags` (names) are added to new and existing members; with `sync_tags: true` they
+  replace all of the member's tags (reference, facts added after review); without `tags` in an
+  item its tags are left alone.
 - 429 has no Retry-After. `mailchimp_429_retry_after: True` adds `Retry-After: 1`.
 - PUT/PATCH `merge_fields` merge per key. `mailchimp_merge_fields_replace: True` replaces.
 - Unknown merge tags are refused (400 Invalid Resource, errors per field).

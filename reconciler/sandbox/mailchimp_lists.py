@@ -12,7 +12,7 @@ from reconciler.sandbox.mailchimp_common import audience_of, body_of, flag, ok, 
 from reconciler.sandbox.mailchimp_errors import Problem
 from reconciler.sandbox.mailchimp_render import MEMBER_FIELDS, list_json, member_json, merge_field_json, segment_json
 from reconciler.sandbox.mailchimp_state import Audience, MailchimpState, Tag, subscriber_hash
-from reconciler.sandbox.mailchimp_writes import write_member
+from reconciler.sandbox.mailchimp_writes import set_tag_names, write_member
 
 BATCH_LIMIT = 500
 SEGMENT_KEYS = ("id", "name", "member_count", "type", "created_at", "updated_at", "list_id", "_links")
@@ -73,13 +73,20 @@ def batch_subscribe(state: MailchimpState, variants: Mapping[str, Any], request:
             detail = f"{email} is already a list member, do you want to update? please provide update_existing:true in the request body"
             errors.append(_error(email, detail, "ERROR_CONTACT_EXISTS"))
             continue
-        # Per-member `tags` are not in the spec ([UNCONFIRMED]); the emulator ignores them.
+        # Per-member `tags` (names) are not in the spec, but recorded: they are added to new and
+        # existing members, and `sync_tags: true` makes them replace all of the member's tags.
         payload = {k: v for k, v in item.items() if k != "tags"} if isinstance(item, dict) else item
+        names = item.get("tags") if isinstance(item, dict) else None
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names)):
+            errors.append(_error(str(email or ""), "tags must be an array of tag names.", "ERROR_GENERIC"))
+            continue
         try:
             key, member, changed = write_member(state, audience, key if exists else None, payload, "PUT" if exists else "POST", variants, skip_merge)
         except Problem as problem:
             errors.append(_error(str(email or ""), problem.detail, "ERROR_GENERIC", problem.errors))
             continue
+        if names is not None:
+            changed |= set_tag_names(state, audience, key, member, names, sync=body.get("sync_tags") is True)
         mutated |= changed
         (updated if exists else created).append(member_json(audience, key, member))
     response = ok({

@@ -186,8 +186,9 @@ def write_member(
         raise err.member_exists(member.email)
     target = status
     if target is None and member.status == "archived" and status_if_new is not None:
-        # [UNCONFIRMED] whether status_if_new alone un-archives; default yes (the riskier answer).
-        if variants.get("mailchimp_status_if_new_unarchives", True):
+        # The reference (facts added after review) records that status_if_new alone does not
+        # un-archive; variant mailchimp_status_if_new_unarchives gives the older, riskier answer.
+        if variants.get("mailchimp_status_if_new_unarchives", False):
             target = status_if_new
     changed = set_status(state, member, target, variants) if target is not None else False
     if merge:
@@ -284,6 +285,23 @@ def post_tags(state: MailchimpState, audience: Audience, ref: str, body: Any) ->
                 tag.members.discard(key)
                 tag.updated_at = state.now()
                 changed = True
+    if changed:
+        member.last_changed = state.now()
+        audience.touch()
+    return changed
+
+
+def set_tag_names(state: MailchimpState, audience: Audience, key: str, member: Member, names: list[str], sync: bool) -> bool:
+    """Batch subscribe's per-member `tags`: added; with `sync`, every other tag of the member is removed."""
+    changed = False
+    if sync:
+        keep = {name.lower() for name in names}
+        for tag_id in [t for t in member.tags if audience.tags[t].name.lower() not in keep]:
+            del member.tags[tag_id]
+            audience.tags[tag_id].members.discard(key)
+            audience.tags[tag_id].updated_at = state.now()
+            changed = True
+    changed |= _add_tag_names(state, audience, key, member, names)
     if changed:
         member.last_changed = state.now()
         audience.touch()
