@@ -280,6 +280,16 @@ class AuditLog:
         rows = self._db.execute("SELECT DISTINCT change_key FROM changes WHERE phase = 'attempted' AND at >= ?", (at,))
         return frozenset(row[0] for row in rows)
 
+    def attempted_changes_since(self, at: str) -> list[Change]:
+        """The changes an apply attempted at or after `at`, rebuilt from their rows (for comparing
+        with a pseudonymised plan file, whose change keys are over pseudonymised emails)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT system, action, target, email, contact_id, before, after, reason FROM changes "
+            "WHERE phase = 'attempted' AND at >= ?", (at,))
+        return [Change.make(system, action, target, email, json.loads(before or "{}"), json.loads(after or "{}"),
+                            reason or "", 0, contact_id)
+                for system, action, target, email, contact_id, before, after, reason in rows]
+
     def unfinished_attempts(self) -> list[Attempt]:
         """Attempted rows with no outcome row for the same change after them."""
         rows = self._db.execute(

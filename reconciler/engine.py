@@ -83,7 +83,9 @@ def default_seed(config_path: str) -> str:
     return str(beside) if beside.exists() else DEFAULT_SEED
 
 
-def _start_sandbox(args: Any, io: IO, stack: ExitStack) -> Any:
+def _start_sandbox(args: Any, io: IO, stack: ExitStack, live_audit: str) -> tuple[Any, str | None]:
+    """The started sandbox, and the audit log of a rehearsal (None unless the seed is a snapshot)."""
+    from reconciler.rehearsal import SandboxState, rehearsal_audit, seed_digest
     from reconciler.sandbox import Sandbox
     from reconciler.sandbox.seed import load_seed
 
@@ -97,18 +99,25 @@ def _start_sandbox(args: Any, io: IO, stack: ExitStack) -> Any:
     if not Path(seed_path).exists():
         raise ReconcilerError(f"--sandbox: seed file {seed_path} not found; pass --sandbox-seed FILE")
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    sandbox = Sandbox(load_seed(seed_path), state_file=str(state_path))
+    seed = load_seed(seed_path)
+    state = SandboxState(state_path, seed_digest(seed))
+    fresh = state.check(seed_path, Sandbox.discard_state, io.info)  # never a state built from another seed
+    sandbox = Sandbox(seed, state_file=str(state_path))
     sandbox.start()
     stack.callback(sandbox.stop)
+    state.record()
     io.info(f"sandbox: serving {sandbox.base_url} (state {state_path}; --sandbox-reset starts over)")
-    return sandbox
+    return sandbox, rehearsal_audit(seed, state, fresh, live_audit, io.info)
 
 
-def _with_sandbox_credentials(config: Config, sandbox: Any) -> Config:
+def _with_sandbox_credentials(config: Config, sandbox: Any, audit_path: str | None = None) -> Config:
     hubspot = dataclasses.replace(config.hubspot, token=sandbox.hubspot_token, base_url=sandbox.base_url)
     mailchimp = dataclasses.replace(config.mailchimp, api_key=sandbox.mailchimp_api_key,
                                     base_url=sandbox.mailchimp_base_url)
-    return dataclasses.replace(config, hubspot=hubspot, mailchimp=mailchimp)
+    config = dataclasses.replace(config, hubspot=hubspot, mailchimp=mailchimp)
+    if audit_path is not None:  # a rehearsal: never the live audit log
+        config = dataclasses.replace(config, audit=dataclasses.replace(config.audit, path=audit_path))
+    return config
 
 
 @contextmanager
@@ -119,8 +128,8 @@ def open_session(args: Any, config: Config, io: IO) -> Iterator[Session]:
     with ExitStack() as stack:
         sandbox = None
         if getattr(args, "sandbox", False):
-            sandbox = _start_sandbox(args, io, stack)
-            config = _with_sandbox_credentials(config, sandbox)
+            sandbox, rehearsal_audit = _start_sandbox(args, io, stack, config.audit.path)
+            config = _with_sandbox_credentials(config, sandbox, rehearsal_audit)
         hubspot = HubSpotClient(config.hubspot)
         mailchimp = MailchimpClient(config.mailchimp)
         stack.callback(hubspot.close)
@@ -222,13 +231,13 @@ def _redact(args: Any, io: IO) -> bool:
     return should_redact(io.stdout_isatty, io.env, bool(getattr(args, "no_redact", False)))
 
 
-def _document(plan: Plan, session: Session, args: Any, *, redact: bool) -> dict[str, Any]:
+def _document(plan: Plan, session: Session, args: Any, *, redact: bool, pseudonymiser: Any = None) -> dict[str, Any]:
     from reconciler.render.json_plan import plan_to_document
 
     options = {"audience": getattr(args, "audience", None), "sandbox": bool(getattr(args, "sandbox", False)),
                "retry_refused": bool(getattr(args, "retry_refused", False))}
     return plan_to_document(plan, config_checksum=session.config.checksum, audiences=session.audiences,
-                            options=options, redact=redact)
+                            options=options, redact=redact, pseudonymiser=pseudonymiser)
 
 
 def _safety_lines(plan: Plan, config: Config) -> list[str]:
@@ -239,6 +248,7 @@ def _safety_lines(plan: Plan, config: Config) -> list[str]:
 
 def run_plan(args: Any, config: Config, cli_io: Any) -> int:
     """`reconcile --plan`: observe, plan, render; exit 2 with --detailed-exitcode when changes."""
+    from reconciler.pseudonym import PLAN_KEY_ENV, plan_pseudonymiser
     from reconciler.render.json_plan import dumps_document, write_plan_json
     from reconciler.render.markdown import render_markdown
     from reconciler.render.text import render_plan
@@ -246,7 +256,7 @@ def run_plan(args: Any, config: Config, cli_io: Any) -> int:
     io = engine_io(cli_io)
     with open_session(args, config, io) as session:
         memory = read_memory(session.config, retry_refused=bool(getattr(args, "retry_refused", False)))
-        _, plan = observe_and_plan(session, memory, io)
+        snapshot, plan = observe_and_plan(session, memory, io)
         redact = _redact(args, io)
         fmt = getattr(args, "format", None) or "text"
         if fmt == "json":
@@ -258,9 +268,13 @@ def run_plan(args: Any, config: Config, cli_io: Any) -> int:
             render_plan(io.console, plan, redact=redact, verbose=bool(getattr(args, "verbose", False)))
         for line in _safety_lines(plan, session.config):
             io.info(f"warning: unsafe: {line}")
+        if getattr(args, "snapshot_out", None):
+            _write_snapshot(args, session, snapshot, memory, io)
         if getattr(args, "out", None):
-            write_plan_json(args.out, _document(plan, session, args, redact=False))
-            io.info(f"plan: written to {args.out} (checksum {plan.checksum})")
+            keyed = plan_pseudonymiser(io.env)
+            write_plan_json(args.out, _document(plan, session, args, redact=False, pseudonymiser=keyed))
+            io.info(f"plan: written to {args.out} (checksum {plan.checksum}"
+                    + (f"; emails pseudonymised with {PLAN_KEY_ENV}, key id {keyed.key_id})" if keyed else ")"))
     if getattr(args, "detailed_exitcode", False) and plan.changes:
         _notify_drift(session.config, plan, io)
         return errors.EXIT_CHANGES
@@ -274,6 +288,16 @@ def _notify_drift(config: Config, plan: Plan, io: IO) -> None:
 
     for problem in notify(config.notifications, drift_report(plan)):
         io.info(f"warning: {problem}")
+
+
+def _write_snapshot(args: Any, session: Session, snapshot: Snapshot, memory: Memory, io: IO) -> None:
+    """`--plan --snapshot-out FILE`: the observed state as a pseudonymised sandbox seed (reconciler.snapshot)."""
+    from reconciler.snapshot import write_snapshot
+
+    for line in write_snapshot(args.snapshot_out, config=session.config, config_path=getattr(args, "config", "config"),
+                               snapshot=snapshot, memory=memory, hubspot=session.hubspot, audiences=session.audiences,
+                               env=io.env, keep_names=bool(getattr(args, "no_redact", False))):
+        io.info(line)
 
 
 def _approval_source(args: Any) -> str | None:
@@ -376,9 +400,12 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
     from reconciler.render.mask import mask_text, show_email
     from reconciler.render.text import render_plan, render_safety_violations
 
+    from reconciler.pseudonym import plan_pseudonymiser
+
     redact = _redact(args, io)
+    keyed = plan_pseudonymiser(io.env)
     if getattr(args, "plan_file", None):
-        reviewed_plan(args)  # an edited file or one made with other options: refused before observing
+        reviewed_plan(args, keyed)  # an edited file or one made with other options: refused before observing
     memory = audit.memory(retry_refused=bool(getattr(args, "retry_refused", False)))
     attempts = audit.unfinished_attempts()
     snapshot, plan = observe_and_plan(session, memory, io)
@@ -390,7 +417,7 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
             audit.record_verification(run_id, attempt, still_needed=attempt.change_key in planned,
                                       operator=operator, config_checksum=session.config.checksum)
         io.info(f"apply: re-verified {len(attempts)} change(s) left without an outcome by an earlier run")
-    check_reviewed(args, plan, io.console, redact=_redact(args, io), audit=audit)
+    check_reviewed(args, plan, io.console, redact=_redact(args, io), audit=audit, pseudonymiser=keyed)
     violations = _safety_lines(plan, session.config)
     if violations and not getattr(args, "force", False):
         render_safety_violations(io.console, violations)

@@ -3,7 +3,9 @@
 Emails. The plan *file* (`--out`, read back by `--apply FILE`) keeps the real emails: the
 stale-plan check compares its changes with the re-plan's, and the checksum is over real emails,
 so a masked file could never be applied. SPEC §5 protects it instead by writing it owner-only
-(0600, created that way, never world-readable even for a moment). SPEC §5's masking rule is about
+(0600, created that way, never world-readable even for a moment). With `RECONCILER_PLAN_KEY` set
+(reconciler.pseudonym), the file holds keyed pseudonyms instead, for plans that travel (a CI
+artifact): the apply pseudonymises its re-plan with the same key and compares those. SPEC §5's masking rule is about
 what reaches stdout, so the CLI should pass `redact=should_redact(...)` for `--format json` on
 stdout: a redacted document masks every email (changes, reports, reasons, values), says
 `"redacted": true`, keeps the real plan's `checksum` (enough for `--apply --checksum SHA`), and
@@ -45,13 +47,22 @@ def _masked_report(canonical: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_to_document(plan: Plan, *, config_checksum: str, audiences: Sequence[str], options: Mapping[str, Any],
-                     redact: bool, generated_at: str | None = None) -> dict[str, Any]:
-    """The versioned JSON document for `plan` (plain values, ready for `json.dumps`)."""
-    changes = [change.canonical() for change in plan.changes]
-    reports = [report.canonical() for report in plan.reports]
+                     redact: bool, generated_at: str | None = None, pseudonymiser: Any = None) -> dict[str, Any]:
+    """The versioned JSON document for `plan` (plain values, ready for `json.dumps`).
+
+    With a `pseudonymiser` (reconciler.pseudonym, the plan file under `RECONCILER_PLAN_KEY`) every
+    email is its keyed pseudonym; `checksum` stays the real plan's (for `--apply --checksum`) and
+    `file_checksum` is over the pseudonymised changes, so an edit of the file is still caught."""
+    shown = pseudonymiser.plan(plan) if pseudonymiser is not None else plan
+    changes = [change.canonical() for change in shown.changes]
+    reports = [report.canonical() for report in shown.reports]
     if redact:
         changes = [_masked_change(c) for c in changes]
         reports = [_masked_report(r) for r in reports]
+    extra: dict[str, Any] = {}
+    if pseudonymiser is not None:
+        extra = {"pseudonymised": {"scheme": "hmac-sha256", "key_id": pseudonymiser.key_id},
+                 "file_checksum": checksum_of(shown.changes)}
     return {
         "kind": DOCUMENT_KIND,
         "format_version": FORMAT_VERSION,
@@ -63,6 +74,7 @@ def plan_to_document(plan: Plan, *, config_checksum: str, audiences: Sequence[st
         "redacted": redact,
         "summary": counts(plan.changes, plan.reports),
         "checksum": plan.checksum,
+        **extra,
         "changes": changes,
         "reports": reports,
     }
@@ -119,8 +131,11 @@ def _change(path: Path, index: int, item: Any) -> Change:
                        item["after"], item["reason"], item["step"], item["contact_id"])
 
 
-def read_plan_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], tuple[Change, ...]]:
-    """The reviewed plan for `--apply FILE`: its document and its changes, checked to be intact."""
+def read_plan_json(path: str | os.PathLike[str], pseudonymiser: Any = None) -> tuple[dict[str, Any], tuple[Change, ...]]:
+    """The reviewed plan for `--apply FILE`: its document and its changes, checked to be intact.
+
+    A pseudonymised file needs the pseudonymiser of the key it was made with (its changes stay
+    pseudonymised: the caller compares them with the re-plan pseudonymised the same way)."""
     source = Path(path)
     try:
         text = source.read_text(encoding="utf-8")
@@ -145,8 +160,28 @@ def read_plan_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], tuple[
         raise _bad(source, "`changes` or `checksum` is missing")
     changes = tuple(_change(source, index, item) for index, item in enumerate(items))
     actual = checksum_of(changes)
-    if actual != document["checksum"]:
+    expected = document["checksum"]
+    if document.get("pseudonymised"):
+        expected = _pseudonymised_checksum(source, document, pseudonymiser)
+    if actual != expected:
         raise StalePlan(f"stale plan: plan file {source}: its changes do not match its checksum (file says "
-                        f"{document['checksum'][:12]}…, changes give {actual[:12]}…): it was edited or damaged; "
+                        f"{expected[:12]}…, changes give {actual[:12]}…): it was edited or damaged; "
                         "make a new plan with `reconcile --plan --out FILE` and review it; nothing written")
     return document, changes
+
+
+def _pseudonymised_checksum(source: Path, document: Mapping[str, Any], pseudonymiser: Any) -> str:
+    """The checksum a pseudonymised file's changes must give, once its key is known to be ours."""
+    from reconciler.pseudonym import PLAN_KEY_ENV
+
+    marker = document.get("pseudonymised")
+    if pseudonymiser is None:
+        raise _bad(source, f"its emails are pseudonymised; set {PLAN_KEY_ENV} to the key the plan was made with")
+    if not isinstance(marker, Mapping) or marker.get("key_id") != pseudonymiser.key_id:
+        raise _bad(source, f"it was pseudonymised with another {PLAN_KEY_ENV} (key id "
+                           f"{(marker or {}).get('key_id') if isinstance(marker, Mapping) else '?'}, this key's is "
+                           f"{pseudonymiser.key_id})")
+    checksum = document.get("file_checksum")
+    if not isinstance(checksum, str):
+        raise _bad(source, "`file_checksum` is missing")
+    return checksum
