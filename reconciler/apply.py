@@ -26,6 +26,7 @@ from reconciler.plan import (
     Change,
     Plan,
 )
+from reconciler.platforms.hubspot_prefs import OptOut
 from reconciler.platforms.mailchimp import NewMember
 from reconciler.platforms.results import ALREADY, APPLIED, FAILED, WriteResult
 from reconciler.settings import Config
@@ -325,12 +326,12 @@ class Applier:
         return self._by_key(changes, results, lambda c: c.email)
 
     def _unsubscribe_contact(self, subscription_id: str, changes: list[Change]) -> list[tuple[str, str]]:
-        def one(change: Change) -> WriteResult:
-            retries = 3 if change.email in self._created_contacts else 0
-            return self.hubspot.unsubscribe(
-                change.email, subscription_id, legal_basis=str(change.after.get("legal_basis", "")),
-                explanation=str(change.after.get("explanation", "")), not_found_retries=retries)
-        return self._parallel(changes, one, workers=4)
+        # One result per change: batch status writes where the API version and portal allow them,
+        # else one request per contact (4 at once); a contact created by this apply gets 404 retries.
+        opt_outs = [OptOut(change.email, subscription_id, legal_basis=str(change.after.get("legal_basis", "")),
+                           explanation=str(change.after.get("explanation", "")),
+                           not_found_retries=3 if change.email in self._created_contacts else 0) for change in changes]
+        return [(result.outcome, result.detail) for result in self.hubspot.unsubscribe_many(opt_outs, workers=4)]
 
     def _contact_ids(self, changes: Sequence[Change]) -> list[str]:
         return [c.contact_id or self._created_contacts.get(c.email, "") for c in changes]

@@ -1,4 +1,4 @@
-"""HubSpot client: Lists v3, CRM contacts v3 and Communication Preferences v3, at the vendor's limits.
+"""HubSpot client: Lists, CRM contacts and Communication Preferences (v3, or a date-based version), at the vendor's limits.
 
 Separate from observe and the apply engine so that every HubSpot path, batch size and error text
 lives in one place; callers get small values (ListInfo, ContactRecord, WriteResult), not JSON.
@@ -10,11 +10,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import quote
 
 from reconciler.errors import PermanentVendorError
 from reconciler.platforms.http import RetryPolicy, RollingWindowLimiter, VendorSession
-from reconciler.platforms.hubspot_search import (SEARCH, SEARCH_GROUPS, SEARCH_PAGE, SEARCH_PER_SECOND,
+from reconciler.platforms.hubspot_paths import api_paths
+from reconciler.platforms.hubspot_prefs import OptOut, Preferences
+from reconciler.platforms.hubspot_search import (SEARCH_GROUPS, SEARCH_PAGE, SEARCH_PER_SECOND,
                                                  SEARCH_RESULT_CAP, halves, search_groups)
 from reconciler.platforms.results import ALREADY, APPLIED, FAILED, WriteResult
 from reconciler.settings import HubSpotSettings
@@ -119,8 +120,10 @@ class HubSpotClient:
 
     def __init__(self, settings: HubSpotSettings, *, session: VendorSession | None = None,
                  search_session: VendorSession | None = None) -> None:
+        self.paths = api_paths(settings.api_version)  # `legacy` (v3) or a date-based version's paths
         self.session = session or hubspot_session(settings)
         self.search_session = search_session or hubspot_session(settings, retry=self.session.retry, search=True)
+        self.prefs = Preferences(self.session, self.paths)
         # Workers worth running at once: at the rate limit more threads only queue on the limiter.
         self.concurrency = max(1, min(8, settings.rate_limit.requests // 10 or 1))
 
@@ -139,7 +142,7 @@ class HubSpotClient:
         found: dict[str, ListInfo] = {}
         for part in chunks(wanted, LIST_IDS_PER_READ):
             params = [("listIds", i) for i in part] + [("includeFilters", "false")]
-            body = self.session.call("GET", LISTS, params=params).body or {}
+            body = self.session.call("GET", self.paths.lists, params=params).body or {}
             for item in body.get("lists") or []:
                 info = ListInfo(
                     id=str(item.get("listId")),
@@ -158,7 +161,7 @@ class HubSpotClient:
             params: dict[str, Any] = {"limit": MEMBERSHIP_PAGE}
             if after:
                 params["after"] = after
-            body = self.session.call("GET", f"{LISTS}/{list_id}/memberships", params=params).body or {}
+            body = self.session.call("GET", f"{self.paths.lists}/{list_id}/memberships", params=params).body or {}
             yield [str(r["recordId"]) for r in body.get("results") or [] if r.get("recordId") is not None]
             after = ((body.get("paging") or {}).get("next") or {}).get("after")
             if not after:
@@ -184,7 +187,7 @@ class HubSpotClient:
         missing: list[str] = []
         errors: list[tuple[str, str]] = []
         for part in chunks(list(dict.fromkeys(record_ids)), MEMBERSHIP_BATCH):
-            body = self.session.call("PUT", f"{LISTS}/{list_id}/memberships/{verb}", json=list(part)).body or {}
+            body = self.session.call("PUT", f"{self.paths.lists}/{list_id}/memberships/{verb}", json=list(part)).body or {}
             # HubSpot spells it `recordsIdsAdded`; one reference page says `recordIdsAdded`; empty
             # arrays may be left out.
             added += [str(i) for i in body.get("recordsIdsAdded") or body.get("recordIdsAdded") or []]
@@ -225,7 +228,7 @@ class HubSpotClient:
         body: dict[str, Any] = {"properties": props, "propertiesWithHistory": [], "inputs": [{"id": key} for key in part]}
         if id_property:
             body["idProperty"] = id_property
-        answer = self.session.call("POST", f"{CONTACTS}/batch/read", json=body).body or {}
+        answer = self.session.call("POST", f"{self.paths.contacts}/batch/read", json=body).body or {}
         for item in answer.get("results") or []:
             result.found.append(ContactRecord(str(item["id"]), dict(item.get("properties") or {})))
         again: list[str] = []
@@ -236,7 +239,7 @@ class HubSpotClient:
                 continue
             if last or not ids or error.get("category") not in RETRY_ITEM_CATEGORIES:
                 message = str(error.get("message") or error)
-                raise PermanentVendorError(f"hubspot: POST {CONTACTS}/batch/read: {message}", system=self.system,
+                raise PermanentVendorError(f"hubspot: POST {self.paths.contacts}/batch/read: {message}", system=self.system,
                                            status=207, detail=message)
             again += ids
         return again
@@ -267,7 +270,7 @@ class HubSpotClient:
         records: list[ContactRecord] = []
         after = "0"
         while True:
-            answer = self.search_session.call("POST", SEARCH, json={**body, "after": after}).body or {}
+            answer = self.search_session.call("POST", self.paths.search, json={**body, "after": after}).body or {}
             if int(answer.get("total") or 0) > SEARCH_RESULT_CAP:
                 return [r for half in halves(groups) for r in self._search(half, props)]
             records += [ContactRecord(str(item["id"]), dict(item.get("properties") or {}))
@@ -277,8 +280,8 @@ class HubSpotClient:
                 return records
 
     def contact_properties(self) -> dict[str, str]:
-        """Every contact property name with its type (`GET /crm/v3/properties/contacts`)."""
-        body = self.session.call("GET", "/crm/v3/properties/contacts").body or {}
+        """Every contact property name with its type (`GET /crm/v3/properties/contacts`, or its dated twin)."""
+        body = self.session.call("GET", self.paths.properties).body or {}
         return {str(p["name"]): str(p.get("type") or "") for p in body.get("results") or [] if p.get("name")}
 
     def create_contacts(self, contacts: Sequence[Mapping[str, str]]) -> list[WriteResult]:
@@ -292,7 +295,7 @@ class HubSpotClient:
         for part in chunks(list(contacts), CONTACT_BATCH):
             inputs = [{"properties": dict(c), "objectWriteTraceId": str(c["email"]).strip().lower()} for c in part]
             try:
-                answer = self.session.call("POST", f"{CONTACTS}/batch/create", json={"inputs": inputs}).body or {}
+                answer = self.session.call("POST", f"{self.paths.contacts}/batch/create", json={"inputs": inputs}).body or {}
             except PermanentVendorError as exc:
                 if exc.status != 409:
                     raise
@@ -330,7 +333,7 @@ class HubSpotClient:
         results = {e: WriteResult(e, ALREADY, data={"id": found[e]}) for e in emails if e in found}
         rest = [c for c in part if str(c["email"]).strip().lower() not in found]
         if rest:
-            answer = self.session.call("POST", f"{CONTACTS}/batch/create", json={"inputs": [
+            answer = self.session.call("POST", f"{self.paths.contacts}/batch/create", json={"inputs": [
                 {"properties": dict(c), "objectWriteTraceId": str(c["email"]).strip().lower()} for c in rest]}).body
             results.update({r.key: r for r in self._created(rest, answer or {})})
         return [results[e] for e in emails]
@@ -341,7 +344,7 @@ class HubSpotClient:
         items = list(updates.items())
         for part in chunks(items, CONTACT_BATCH):
             body = {"inputs": [{"id": cid, "properties": dict(props)} for cid, props in part]}
-            answer = self.session.call("POST", f"{CONTACTS}/batch/update", json=body).body or {}
+            answer = self.session.call("POST", f"{self.paths.contacts}/batch/update", json=body).body or {}
             done = {str(item["id"]) for item in answer.get("results") or []}
             failed: dict[str, str] = {}
             for error in answer.get("errors") or []:
@@ -355,40 +358,31 @@ class HubSpotClient:
         return results
 
     # ----- communication preferences ------------------------------------------------------------
+    # In hubspot_prefs.py: v3 under `legacy`, the v4-shaped statuses under a date-based version;
+    # every status write there passes the one guard that refuses anything but an unsubscribe.
 
     def subscription_definitions(self) -> dict[str, str]:
-        """Subscription id -> name (`GET /communication-preferences/v3/definitions`)."""
-        body = self.session.call("GET", f"{PREFS}/definitions").body or {}
-        return {str(d["id"]): str(d.get("name") or "") for d in body.get("subscriptionDefinitions") or [] if "id" in d}
+        """Subscription id -> name (`GET /communication-preferences/<version>/definitions`)."""
+        return self.prefs.definitions()
 
     def subscribed_to(self, email: str) -> frozenset[str]:
         """Ids of the subscriptions `email` is explicitly SUBSCRIBED to (R8's evidence of consent),
-        from `GET status/email/{email}`. An unknown email (404, or 200 with no statuses) has none."""
-        answer = self.session.call("GET", f"{PREFS}/status/email/{quote(email, safe='@')}", ok=(200, 404))
-        body = answer.body if answer.status == 200 and isinstance(answer.body, Mapping) else {}
-        return frozenset(str(s["id"]) for s in body.get("subscriptionStatuses") or []
-                         if isinstance(s, Mapping) and s.get("id") is not None
-                         and str(s.get("status") or "").upper() == "SUBSCRIBED")
+        from v3 `status/email/{email}` or the dated `statuses/{email}`. An unknown email has none."""
+        return self.prefs.subscribed_to(email)
 
     def unsubscribe(self, email: str, subscription_id: str, *, legal_basis: str, explanation: str,
                     not_found_retries: int = 0, not_found_delay: float = 1.0) -> WriteResult:
         """Unsubscribe one email from one subscription type, with the legal basis (R11).
 
-        Idempotent: HubSpot's 400 "already unsubscribed" is the outcome `already`. A 404 (no such
-        contact) is retried `not_found_retries` times, for a contact created moments before, then
-        raised as PermanentVendorError like any other refusal.
+        Idempotent: HubSpot's 400 "already unsubscribed" (or the dated 200 NO_STATUS_CHANGE) is the
+        outcome `already`. A 404 (no such contact) is retried `not_found_retries` times, for a
+        contact created moments before, then raised as PermanentVendorError like any other refusal.
         """
-        body = {"emailAddress": email, "subscriptionId": str(subscription_id), "legalBasis": legal_basis,
-                "legalBasisExplanation": explanation}
-        for attempt in range(not_found_retries + 1):
-            try:
-                self.session.call("POST", f"{PREFS}/unsubscribe", json=body)
-                return WriteResult(email, APPLIED)
-            except PermanentVendorError as exc:
-                if exc.status == 400 and "already unsubscribed" in exc.detail.lower():
-                    return WriteResult(email, ALREADY, exc.detail)
-                if exc.status != 404 or attempt == not_found_retries:
-                    raise
-            time.sleep(not_found_delay * (attempt + 1))
-        raise AssertionError("unreachable")
+        return self.prefs.unsubscribe(OptOut(email, str(subscription_id), legal_basis, explanation,
+                                             not_found_retries, not_found_delay))
 
+    def unsubscribe_many(self, items: Sequence[OptOut], *, workers: int = 4) -> list[WriteResult]:
+        """R11's opt-outs, one WriteResult per item in order: batch writes (≤ 100 a request) under a
+        date-based version where the portal allows them, else one request per contact (`workers`
+        at once). See `Preferences.unsubscribe_many`."""
+        return self.prefs.unsubscribe_many(items, workers=workers)

@@ -28,6 +28,7 @@ Choices where the reference (shared/reference/hubspot-api.md) says [UNCONFIRMED]
 - v4 batch: at most 100 inputs (`hubspot_v4_batch_limit`); unknown emails → 207 with one grouped
   OBJECT_NOT_FOUND; a repeated write → 200 with `setStatusSuccessReason: NO_STATUS_CHANGE`;
   resubscribing an opt-out is refused per input, as v3 does.
+- Date-based version 2026-03 (paths, v4-shaped statuses, re-subscription, batch tier): see hubspot_dated.py.
 - Search 429: policyName `SECONDLY`. 429s carry no `Retry-After` (`hubspot_429_retry_after`: True adds it).
 - The daily window resets at UTC midnight; a 429 does not use up the window.
 """
@@ -38,6 +39,8 @@ import uuid
 from .http import Request, Response, Router, SandboxOptions
 from .hubspot_common import CONTENT_TYPE, ApiError
 from .hubspot_contacts import ContactRoutes, ContactViews
+from .hubspot_dated import SEARCH_PATH as DATED_SEARCH_PATH
+from .hubspot_dated import DatedAliases, DatedPreferenceRoutes, dated_scopes, legacy_twin, tier_grants
 from .hubspot_limits import HubSpotLimiter
 from .hubspot_lists import ListRoutes
 from .hubspot_prefs import PreferenceRoutes
@@ -46,12 +49,16 @@ from .hubspot_state import HubSpotState
 
 AUTH_MESSAGE = ("Authentication credentials not found. This API supports OAuth 2.0 authentication and you can "
                 "find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview")
-SEARCH_ENDPOINTS = {f"POST {SEARCH_PATH}"}
+SEARCH_ENDPOINTS = {f"POST {SEARCH_PATH}", f"POST {DATED_SEARCH_PATH}"}
 
 
 def required_scopes(endpoint: str) -> list[str]:
     """The granular scopes HubSpot's spec lists for an endpoint (checked only when the seed limits scopes)."""
     method, path = endpoint.split(" ", 1)
+    dated = dated_scopes(method, path)
+    if dated is not None:
+        return dated
+    path = legacy_twin(path)  # a dated CRM path needs what its v3 twin needs
     reading = method == "GET" or path.endswith("/batch/read") or path.endswith("/search")
     if path.startswith("/crm/v3/objects/contacts"):
         return ["crm.objects.contacts.read" if reading else "crm.objects.contacts.write"]
@@ -77,11 +84,15 @@ class HubSpotApi:
         views = ContactViews(state, unset)
         self.router = Router()
         # Search and the fixed batch paths first, so `{contactId}`/`{listId}` never swallow them.
-        SearchRoutes(state, views).register(self.router)
-        ContactRoutes(state, views).register(self.router)
+        # Each CRM route is also served at its 2026-03 path (DatedAliases), on the same state.
+        crm = DatedAliases(self.router)
+        SearchRoutes(state, views).register(crm)  # type: ignore[arg-type]
+        ContactRoutes(state, views).register(crm)  # type: ignore[arg-type]
         ListRoutes(state, int(variants.get("hubspot_membership_id_limit", 500)),
-                   bool(variants.get("hubspot_memberships_omit_empty", False))).register(self.router)
-        PreferenceRoutes(state, variants).register(self.router)
+                   bool(variants.get("hubspot_memberships_omit_empty", False))).register(crm)  # type: ignore[arg-type]
+        preferences = PreferenceRoutes(state, variants)
+        preferences.register(self.router)
+        DatedPreferenceRoutes(state, preferences, variants).register(self.router)
         self.limiter = HubSpotLimiter(options, state.portal_id)
 
     def owns(self, path: str) -> bool:
@@ -118,10 +129,12 @@ class HubSpotApi:
         return None
 
     def _missing_scopes(self, endpoint: str) -> list[str]:
-        if self.state.scopes is None:
-            return []
+        """The endpoint's scopes when the token lacks one: not among the seed's `scopes`, or one the
+        portal's tier cannot hold (the dated batch status scopes need Marketing Hub Enterprise)."""
         needed = required_scopes(endpoint)
-        return needed if any(scope not in self.state.scopes for scope in needed) else []
+        held = self.state.scopes
+        lacking = [s for s in needed if (held is not None and s not in held) or not tier_grants(self.state.tier, s)]
+        return needed if lacking else []
 
     def handle(self, request: Request) -> Response:
         found = self.router.match(request.method, request.path)

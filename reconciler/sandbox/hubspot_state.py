@@ -18,6 +18,7 @@ from .hubspot_common import ApiError, iso
 SUBSCRIBED = "SUBSCRIBED"
 NOT_SUBSCRIBED = "NOT_SUBSCRIBED"
 PROCESSING_TYPES = ("MANUAL", "DYNAMIC", "SNAPSHOT")
+TIERS = ("free", "starter", "professional", "enterprise")  # the seed's `hubspot.tier` (Marketing Hub)
 # HubSpot's standard contact properties the product touches (name -> (type, fieldType, label)).
 STANDARD_PROPERTIES: dict[str, tuple[str, str, str]] = {
     "email": ("string", "text", "Email"),
@@ -91,6 +92,7 @@ class HubSpotState:
         self.portal_id = portal_id
         self.scopes = scopes  # None: the token has every scope
         self.gdpr = False  # when True, v3 subscribe/unsubscribe require legalBasis
+        self.tier = "enterprise"  # Marketing Hub tier: below enterprise, no batch status scopes (hubspot_dated.py)
         self.contacts: dict[str, ContactRecord] = {}
         self.by_email: dict[str, str] = {}
         self.lists: dict[str, ListRecord] = {}
@@ -107,6 +109,9 @@ class HubSpotState:
         state = cls(str(seed.get("token", "sandbox-token")), int(seed.get("portal_id", 12345678)),
                     list(seed["scopes"]) if seed.get("scopes") is not None else None)
         state.gdpr = bool(seed.get("gdpr", False))
+        state.tier = str(seed.get("tier") or "enterprise").lower()
+        if state.tier not in TIERS:
+            raise ValueError(f"hubspot.tier: {state.tier!r} is not one of {', '.join(TIERS)}")
         for sub in seed.get("subscriptions") or []:
             sid = str(sub["id"])
             if not sid.isdigit():
@@ -160,6 +165,7 @@ class HubSpotState:
         with self.lock:
             return {
                 "token": self.token, "portal_id": self.portal_id, "scopes": self.scopes, "gdpr": self.gdpr,
+                "tier": self.tier,
                 "next_id": self.next_id,
                 "subscriptions": [dict(sub) for sub in self.subscriptions.values()],
                 "custom_properties": dict(self.custom_properties),
@@ -181,6 +187,7 @@ class HubSpotState:
     def from_json(cls, data: Mapping[str, Any]) -> HubSpotState:
         state = cls(data["token"], data["portal_id"], data.get("scopes"))
         state.gdpr = bool(data.get("gdpr", False))
+        state.tier = str(data.get("tier") or "enterprise")  # state files written before tiers: enterprise
         state.next_id = int(data["next_id"])
         state.subscriptions = {sub["id"]: dict(sub) for sub in data["subscriptions"]}
         state.custom_properties = dict(data["custom_properties"])

@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .hubspot_state import TIERS as HUBSPOT_TIERS
+
 try:  # the C loader is ~10x faster; pyyaml ships it whenever libyaml is present
     _Loader: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on how pyyaml was built
@@ -52,6 +54,9 @@ def check_seed(data: Any, where: str = "seed") -> dict[str, Any]:
         for key in ("subscriptions", "properties", "lists", "contacts", "scopes"):
             if hubspot.get(key) is not None and not isinstance(hubspot[key], list):
                 problems.append(f"hubspot.{key}: must be a list")
+        tier = hubspot.get("tier")  # optional (default enterprise): the portal's Marketing Hub tier
+        if tier is not None and str(tier).lower() not in HUBSPOT_TIERS:
+            problems.append(f"hubspot.tier: {tier!r} is not one of {', '.join(HUBSPOT_TIERS)}")
     mailchimp = data.get("mailchimp") or {}
     if not isinstance(mailchimp, Mapping):
         problems.append("mailchimp: must be a mapping")
