@@ -45,8 +45,10 @@ def check_seed(data: Any, where: str = "seed") -> dict[str, Any]:
     """The seed itself when its top level is right; SeedError naming every problem otherwise."""
     if not isinstance(data, Mapping):
         raise SeedError(f"{where}: the seed must be a mapping with `hubspot:` and/or `mailchimp:`")
-    problems = [f"unknown top-level key {key!r} (expected hubspot, mailchimp)"
-                for key in data if key not in ("hubspot", "mailchimp")]
+    # `rehearsal:` (a snapshot's audit memory, from `reconcile --plan --snapshot-out`) is the
+    # reconciler's; the sandbox ignores it.
+    problems = [f"unknown top-level key {key!r} (expected hubspot, mailchimp, rehearsal)"
+                for key in data if key not in ("hubspot", "mailchimp", "rehearsal")]
     hubspot = data.get("hubspot") or {}
     if not isinstance(hubspot, Mapping):
         problems.append("hubspot: must be a mapping")
@@ -62,6 +64,8 @@ def check_seed(data: Any, where: str = "seed") -> dict[str, Any]:
         problems.append("mailchimp: must be a mapping")
     elif mailchimp.get("audiences") is not None and not isinstance(mailchimp["audiences"], list):
         problems.append("mailchimp.audiences: must be a list")
+    if data.get("rehearsal") is not None and not isinstance(data["rehearsal"], Mapping):
+        problems.append("rehearsal: must be a mapping")
     if problems:
         raise SeedError(f"{where}: " + "; ".join(problems))
     return dict(data)

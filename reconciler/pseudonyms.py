@@ -1,0 +1,77 @@
+"""Pseudonyms for a snapshot (`--plan --snapshot-out`): keyed HMACs of emails, names and email-like text.
+
+Separate from the snapshot's shape because the privacy decisions live here, testable alone: the
+same person gets the same fake address in both vendors, a valid email stays valid and an invalid
+one stays invalid, and nothing can be reversed without the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any, Mapping
+
+from reconciler.errors import ReconcilerError
+from reconciler.model import is_valid_email, normalise_email
+from reconciler.normalise import normalise_text
+from reconciler.render.mask import EMAIL_PATTERN
+
+KEY_VARIABLE = "RECONCILER_SNAPSHOT_KEY"
+MIN_KEY_LENGTH = 16
+# Reserved for documentation (RFC 2606): no real mailbox can receive mail there, and Mailchimp's
+# and HubSpot's address checks accept it (`.invalid` would be refused by Mailchimp's).
+DOMAIN = "pseudonym.example.com"
+
+
+class Pseudonyms:
+    """One snapshot's pseudonyms, all derived from one key (`random`: written nowhere)."""
+
+    def __init__(self, key: bytes, *, random: bool) -> None:
+        self._key = key
+        self.random = random
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Pseudonyms":
+        """`RECONCILER_SNAPSHOT_KEY` when set (stable pseudonyms: two snapshots compare), else a
+        random key that is never written (pseudonyms differ from one snapshot to the next)."""
+        given = env.get(KEY_VARIABLE)
+        if given is None or given == "":
+            return cls(secrets.token_bytes(32), random=True)
+        if len(given) < MIN_KEY_LENGTH:
+            raise ReconcilerError(f"{KEY_VARIABLE} is too short ({len(given)} characters): use at least "
+                                  f"{MIN_KEY_LENGTH} random characters (e.g. `openssl rand -hex 32`), or unset it")
+        return cls(given.encode("utf-8"), random=False)
+
+    def digest(self, kind: str, value: str, length: int = 16) -> str:
+        mac = hmac.new(self._key, f"{kind}\0{value}".encode("utf-8"), hashlib.sha256)
+        return mac.hexdigest()[:length]
+
+    def email(self, raw: str | None) -> str | None:
+        """The fake address of a (normalised) email: valid stays valid, invalid stays invalid
+        (with an `@` if it had one, since Mailchimp's seeds need one), None stays None."""
+        email = normalise_email(raw)
+        if not email:
+            return email
+        tag = self.digest("email", email)
+        if is_valid_email(email):
+            return f"p{tag}@{DOMAIN}"
+        return f"invalid-{tag}@no-dot" if "@" in email else f"invalid-{tag}"
+
+    def name(self, value: Any, owner: str) -> Any:
+        """A fake for a name `owner` (a person's email) holds: values R13 compares as equal
+        (`normalise_text`) get the same fake for one person in both vendors, and an empty value
+        stays empty, so R6 sees the same differences; two people sharing a name are not linked."""
+        if value is None:
+            return None
+        text = normalise_text(value)
+        if text is None:
+            return "" if isinstance(value, str) else value
+        return "Name-" + self.digest("name", f"{normalise_email(owner)}\0{text}", 10)
+
+    def text(self, value: Any) -> Any:
+        """A kept value with every email-like part replaced by its pseudonym (free text, vendor
+        error messages, an email held in a merge field or property)."""
+        if not isinstance(value, str) or "@" not in value:
+            return value
+        return EMAIL_PATTERN.sub(lambda found: self.email(found.group(0)) or "", value)
