@@ -97,7 +97,12 @@ def _start_sandbox(args: Any, io: IO, stack: ExitStack, live_audit: str) -> tupl
         if journal.exists():
             journal.unlink()
     if not Path(seed_path).exists():
-        raise ReconcilerError(f"--sandbox: seed file {seed_path} not found; pass --sandbox-seed FILE")
+        if args.sandbox_seed:
+            raise ReconcilerError(f"--sandbox: seed file {seed_path} not found; check the --sandbox-seed path")
+        config_path = Path(getattr(args, "config", None) or "config")
+        beside = (config_path if config_path.is_dir() else config_path.parent) / "sandbox" / "seed.yaml"
+        raise ReconcilerError(f"--sandbox: no seed found: neither {beside} (beside the config) nor {DEFAULT_SEED} "
+                              "exists; pass --sandbox-seed FILE")
     state_path.parent.mkdir(parents=True, exist_ok=True)
     seed = load_seed(seed_path)
     state = SandboxState(state_path, seed_digest(seed))
