@@ -163,6 +163,7 @@ def guess(portal: PortalRead) -> Draft:
         draft.merge = [_merge_guess(f, portal.properties) for f in read.merge_fields]
         _guess_sources(draft, by_name)
         audiences.append(draft)
+    audiences.sort(key=lambda a: not a.active)  # live audiences first, commented-out ones after (stable)
     return Draft(portal, names, chosen, candidates, audiences)
 
 
@@ -209,7 +210,7 @@ def _guess_sources(draft: AudienceDraft, by_name: Mapping[str, list[ListInfo]]) 
 
 def _list_note(hub_list: ListInfo) -> str:
     kind = hub_list.processing_type or "of unknown type"
-    extra = ": read, never written (R14)" if hub_list.processing_type not in ("MANUAL", "SNAPSHOT") else ""
+    extra = ", read only (R14)" if hub_list.processing_type not in ("MANUAL", "SNAPSHOT") else ""
     return f"HubSpot list {_quoted(hub_list.name)} ({kind}{extra})"
 
 
@@ -425,7 +426,7 @@ def _streams_block(out: _Lines, audience: AudienceDraft) -> None:
         out.note(8, "REVIEW: tags matching a HubSpot list's name but not made sources:")
         for held in audience.held_back:
             assert held.list is not None
-            out.note(8, f"  - {{list: {_quoted(held.list.id)}, tag: {scalar(held.tag)}}}  {held.note}")
+            out.note(8, f"  - {{list: {_quoted(held.list.id)}, tag: {scalar(held.tag)}}}  # held back: {held.note}")
     if audience.unmatched:
         out.note(4, "Tags matching no HubSpot list (unmanaged: R10 never archives or untags their members):")
         for tag in audience.unmatched:

@@ -17,7 +17,7 @@ from typing import Any
 from reconciler.config import load_config
 from reconciler.errors import EXIT_OK, ConfigError, ReconcilerError
 from reconciler.import_draft import AudienceRead, Draft, PortalRead, guess, render
-from reconciler.settings import HubSpotSettings, MailchimpSettings
+from reconciler.settings import AuditSettings, HubSpotSettings, MailchimpSettings
 
 DEFAULT_OUT = "imported-config"
 CONFIG_NAME = "reconciler.yaml"
@@ -67,6 +67,8 @@ def destination(out_dir: Path) -> Path:
         if others:
             raise ReconcilerError(f"--out {out_dir} already holds {', '.join(others)}, which --config {out_dir} would "
                                   "merge with the imported file; import into a new directory; nothing written")
+    if (out_dir / CONFIG_NAME).is_dir():
+        raise ReconcilerError(f"--out {out_dir}: {out_dir / CONFIG_NAME} is a directory; give a new or empty directory")
     return out_dir / CONFIG_NAME
 
 
@@ -126,7 +128,8 @@ def _clients(args: Any, io: Any, stack: ExitStack) -> tuple[Any, Any, str]:
     from reconciler.platforms.mailchimp import MailchimpClient
 
     if getattr(args, "sandbox", False):
-        sandbox = _start_sandbox(args, io, stack)
+        # A snapshot seed's rehearsal audit log is of no use here (nothing is planned), nor is the live one.
+        sandbox, _ = _start_sandbox(args, io, stack, AuditSettings().path)
         hubspot_settings = HubSpotSettings(token=sandbox.hubspot_token, base_url=sandbox.base_url)
         mailchimp_settings = MailchimpSettings(api_key=sandbox.mailchimp_api_key, base_url=sandbox.mailchimp_base_url)
         source = "the sandbox"
