@@ -27,6 +27,7 @@ CONTACT_BATCH = 100  # "Batch operations are limited to 100 records at a time."
 MEMBERSHIP_PAGE = 250  # Lists v3 memberships: max `limit`
 MEMBERSHIP_BATCH = 500  # ids per memberships add/remove: the cap is [UNCONFIRMED]; v1 took 500, as does the sandbox
 LIST_IDS_PER_READ = 100  # listIds per GET /crm/v3/lists (keeps the URL short)
+LIST_SEARCH_PAGE = 500  # `count` maximum of POST /crm/v3/lists/search
 RETRY_ITEM_CATEGORIES = ("INTERNAL_ERROR", "RATE_LIMITS", "TIMEOUT")  # 207 item errors worth reading again
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 
@@ -153,6 +154,26 @@ class HubSpotClient:
                 if info.id in part:
                     found[info.id] = info
         return found
+
+    def all_lists(self) -> list[ListInfo]:
+        """Every contact list of the portal, by `POST /crm/v3/lists/search` or its dated twin (offset
+        paging, 500 a page), in HubSpot's order; what `reconcile --import` matches Mailchimp tags against."""
+        found: dict[str, ListInfo] = {}
+        offset = 0
+        while True:
+            body = {"query": "", "offset": offset, "count": LIST_SEARCH_PAGE, "objectTypeId": "0-1"}
+            answer = self.session.call("POST", f"{self.paths.lists}/search", json=body).body or {}
+            page = answer.get("lists") or []
+            for item in page:
+                if str(item.get("objectTypeId") or "0-1") == "0-1" and item.get("listId") is not None:
+                    found.setdefault(str(item["listId"]), ListInfo(
+                        id=str(item["listId"]), name=str(item.get("name") or ""),
+                        processing_type=str(item.get("processingType") or "").strip().upper(),
+                        size=int(item.get("size") or (item.get("additionalProperties") or {}).get("hs_list_size") or 0)))
+            following = int(answer.get("offset") or offset + len(page))
+            if not page or not answer.get("hasMore") or following <= offset:
+                return list(found.values())
+            offset = following
 
     def iter_list_members(self, list_id: str) -> Iterator[list[str]]:
         """Record ids of the list's members, one page (≤ 250) at a time, to the last page."""
@@ -283,6 +304,11 @@ class HubSpotClient:
         """Every contact property name with its type (`GET /crm/v3/properties/contacts`, or its dated twin)."""
         body = self.session.call("GET", self.paths.properties).body or {}
         return {str(p["name"]): str(p.get("type") or "") for p in body.get("results") or [] if p.get("name")}
+
+    def contact_property_labels(self) -> dict[str, str]:
+        """Every contact property name with its label (`GET /crm/v3/properties/contacts`, or its dated twin), for --import."""
+        body = self.session.call("GET", self.paths.properties).body or {}
+        return {str(p["name"]): str(p.get("label") or "") for p in body.get("results") or [] if p.get("name")}
 
     def create_contacts(self, contacts: Sequence[Mapping[str, str]]) -> list[WriteResult]:
         """Create contacts (each a property map with `email`), 100 a call; one WriteResult per email.
