@@ -517,10 +517,11 @@ def test_v4_batch_read_and_write(hub: Hub) -> None:
     assert first.status_code == 200
     assert first.json()["results"][0]["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED"
     assert hub.call("POST", f"{V4}/write", write).json()["results"][0]["setStatusSuccessReason"] == "NO_STATUS_CHANGE"
+    # Unlike v3, v4 re-subscribes an opt-out (reference, facts added after review)
     resubscribe = {"inputs": [{**write["inputs"][0], "statusState": "SUBSCRIBED"}]}
-    refused = hub.call("POST", f"{V4}/write", resubscribe)
-    assert refused.status_code == 207 and refused.json()["results"] == []
-    assert "cannot be updated" in refused.json()["errors"][0]["message"]
+    again = hub.call("POST", f"{V4}/write", resubscribe)
+    assert again.status_code == 200 and again.json()["results"][0]["status"] == "SUBSCRIBED"
+    assert again.json()["results"][0]["setStatusSuccessReason"] == "RESUBSCRIBE_OCCURRED"
     error_of(hub.call("POST", f"{V4}/read", {"inputs": ["ann@example.com"]}), 400, "VALIDATION_ERROR")
     error_of(hub.call("POST", f"{V4}/read?channel=EMAIL", {"inputs": ["a@example.com"] * 101}), 400, "VALIDATION_ERROR")
 

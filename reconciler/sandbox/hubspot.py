@@ -27,7 +27,8 @@ Choices where the reference (shared/reference/hubspot-api.md) says [UNCONFIRMED]
   (`hubspot_optout_unset`: "null" answers null instead).
 - v4 batch: at most 100 inputs (`hubspot_v4_batch_limit`); unknown emails → 207 with one grouped
   OBJECT_NOT_FOUND; a repeated write → 200 with `setStatusSuccessReason: NO_STATUS_CHANGE`;
-  resubscribing an opt-out is refused per input, as v3 does.
+  SUBSCRIBED on an opt-out re-subscribes it (`RESUBSCRIBE_OCCURRED`; reference, facts added after
+  review: v4 can, v3 cannot).
 - Date-based version 2026-03 (paths, v4-shaped statuses, re-subscription, batch tier): see hubspot_dated.py.
 - Search 429: policyName `SECONDLY`. 429s carry no `Retry-After` (`hubspot_429_retry_after`: True adds it).
 - The daily window resets at UTC midnight; a 429 does not use up the window.

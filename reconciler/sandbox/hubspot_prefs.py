@@ -185,7 +185,11 @@ class PreferenceRoutes:
         if current == wanted:
             # v4 answers a repeat with 200 and NO_STATUS_CHANGE (suggested by the reason enum, [UNCONFIRMED]).
             return self._v4_status(contact, email, sid, "NO_STATUS_CHANGE"), False
+        reason = "REQUESTED_CHANGE_OCCURRED"
         if current == NOT_SUBSCRIBED and wanted == SUBSCRIBED:
-            raise ApiError(400, f"subscription {sid} for {email} cannot be updated because they have unsubscribed")
+            # Unlike v3, v4 re-subscribes an opt-out (reference, facts added after review); the
+            # product must never send it. A portal-wide opt-out is lifted with it, as in hubspot_dated.py.
+            reason = "RESUBSCRIBE_OCCURRED"
+            contact.opted_out_of_all = False
         self.state.set_status(contact, sid, wanted, now_ms(request), legal, item.get("legalBasisExplanation"))
-        return self._v4_status(contact, email, sid, "REQUESTED_CHANGE_OCCURRED"), True
+        return self._v4_status(contact, email, sid, reason), True
