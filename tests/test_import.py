@@ -294,3 +294,30 @@ def test_any_portal_name_is_written_as_the_same_string_and_never_escapes_a_comme
     assert yaml.safe_load(f"key: {scalar(name)}\n") == {"key": name}
     assert yaml.safe_load(f"key: {_quoted(name)}\n") == {"key": name}
     assert yaml.safe_load(f"a: 1  # list {_quoted(name)} here\nb: 2\n") == {"a": 1, "b": 2}
+
+
+def test_the_clients_read_every_list_and_audience_page_by_page() -> None:
+    from reconciler.platforms.hubspot import HubSpotClient
+    from reconciler.platforms.mailchimp import MailchimpClient
+    from reconciler.sandbox import Sandbox
+    from reconciler.settings import HubSpotSettings, MailchimpSettings
+
+    seed = tidy_seed()
+    seed["hubspot"]["lists"] += [{"id": str(100 + i), "name": f"Extra {i}", "processing_type": "MANUAL", "members": []}
+                                 for i in range(600)]  # two pages of lists search (500 a page)
+    sandbox = Sandbox(seed)
+    sandbox.start()
+    try:
+        hubspot = HubSpotClient(HubSpotSettings(token=HS_TOKEN, base_url=sandbox.base_url))
+        mailchimp = MailchimpClient(MailchimpSettings(api_key=MC_KEY, base_url=sandbox.mailchimp_base_url))
+        lists = hubspot.all_lists()
+        assert len(lists) == 604 and len({x.id for x in lists}) == 604
+        assert {x.id: x.processing_type for x in lists}["11"] == "DYNAMIC"
+        assert [(a.id, a.double_optin) for a in mailchimp.audiences()] == [("aud0000001", True), ("evt0000002", False)]
+        fields = {f.tag: (f.name, f.type) for f in mailchimp.merge_field_definitions("aud0000001")}
+        assert fields["MMERGE6"] == ("Company Name", "text") and fields["ADDRESS"] == ("Address", "address")
+        assert hubspot.contact_property_labels()["jobtitle"] == "Job Title"
+        hubspot.close()
+        mailchimp.close()
+    finally:
+        sandbox.stop()
