@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from reconciler.errors import ReconcilerError
 from reconciler.model import AudienceState, Contact, Memory, Snapshot
 from reconciler.observe import mapped_properties
+from reconciler.observe_compliance import read_consent
 from reconciler.pseudonyms import KEY_VARIABLE, Pseudonyms
 from reconciler.sandbox.hubspot_state import PROCESSING_TYPES, STANDARD_PROPERTIES
 from reconciler.sandbox.mailchimp_state import MERGE_TYPES
@@ -52,9 +54,10 @@ class _Writer:
 
     # -- HubSpot -----------------------------------------------------------------------------
 
-    def hubspot(self, definitions: Mapping[str, str], properties: Mapping[str, str]) -> dict[str, Any]:
+    def hubspot(self, definitions: Mapping[str, str], properties: Mapping[str, str],
+                consent: Mapping[str, frozenset[str]]) -> dict[str, Any]:
         mapped = sorted(p for p in mapped_properties(self.config) if p in properties)
-        contacts, placeholders = self._contacts(mapped, set(definitions)), self._placeholders()
+        contacts, placeholders = self._contacts(mapped, set(definitions), consent), self._placeholders()
         held: dict[str, list[str]] = {}
         for contact in self._by_id():
             for list_id in sorted(contact.lists):
@@ -77,7 +80,8 @@ class _Writer:
     def _by_id(self) -> list[Contact]:
         return sorted(self.snapshot.contacts.values(), key=lambda c: (len(c.id), c.id))
 
-    def _contacts(self, mapped: list[str], subscriptions: set[str]) -> list[dict[str, Any]]:
+    def _contacts(self, mapped: list[str], subscriptions: set[str],
+                  consent: Mapping[str, frozenset[str]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         holder: dict[str, str] = {}
         for contact in self._by_id():
@@ -93,8 +97,8 @@ class _Writer:
             owner = contact.email or f"contact {contact.id}"
             entry["properties"] = {p: self._value(p, contact.properties[p], owner) for p in mapped
                                    if contact.properties.get(p) is not None}
-            consent = self.snapshot.consent.get(contact.email or "", frozenset()) if "email" in entry else ()
-            subscribed = sorted(set(consent) & subscriptions)
+            held = consent.get(contact.email or "", frozenset()) if "email" in entry else frozenset()
+            subscribed = sorted(held & subscriptions)
             if subscribed:
                 entry["subscribed"] = subscribed
             if contact.unsubscribed:
@@ -130,6 +134,22 @@ class _Writer:
             out[list_id] = [str(i) for i in range(next_id, next_id + unread)]
             next_id += unread
         return out
+
+    def consent_unread(self) -> list[str]:
+        """Restore candidates (archived members a source contact holds) whose consent the plan did
+        not read because the audit log decided: a `--retry-refused` rehearsal, or one after the
+        memory changed, reads it, so the copy must hold it too."""
+        remembered = ({e for _, e in self.memory.refusals} | {e for _, e in self.memory.archived_by_us}
+                      | set(self.memory.opted_out))
+        wanted: set[str] = set()
+        for audience in self.config.audiences.values():
+            state = self.snapshot.audiences.get(audience.mailchimp_list_id)
+            if not audience.restore_archived or state is None:
+                continue
+            sources = set(audience.source_lists)
+            held = {c.email for c in self.snapshot.contacts.values() if c.email and c.lists & sources}
+            wanted |= {e for e, m in state.members.items() if m.status == "archived" and e in held}
+        return sorted(e for e in wanted & remembered if e not in self.snapshot.consent)
 
     # -- Mailchimp ---------------------------------------------------------------------------
 
@@ -197,19 +217,24 @@ class _Writer:
     # -- the audit memory ----------------------------------------------------------------------
 
     def memory_facts(self) -> dict[str, list[dict[str, Any]]]:
-        """The memory facts about people in the snapshot, pseudonymised (reconciler.rehearsal replays them)."""
+        """The memory facts about people in the snapshot, pseudonymised and in pseudonym order (an
+        order of the real emails would say something about them); reconciler.rehearsal replays them."""
         present = {c.email for c in self.snapshot.contacts.values() if c.email}
         present |= {e for s in self.snapshot.audiences.values() for e in s.members}
-        memory, email = self.memory, self.fake.email
+        memory, email, text = self.memory, self.fake.email, self.fake.text
+
+        def ordered(facts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+            return sorted(facts, key=lambda f: (f["email"], f.get("list_id", "")))
+
         return {
-            "archived_by_us": [{"list_id": lid, "email": email(e), "status": status}
-                               for (lid, e), status in sorted(memory.archived_by_us.items()) if e in present],
-            "refusals": [{"list_id": lid, "email": email(e), "action": r.action, "reason": self.fake.text(r.reason),
-                          "at": r.at} for (lid, e), r in sorted(memory.refusals.items()) if e in present],
-            "opted_out": [{"email": email(e), "reason": self.fake.text(why)}
-                          for e, why in sorted(memory.opted_out.items()) if e in present],
-            "handovers_unfinished": [{"list_id": lid, "email": email(e), "reason": self.fake.text(why)}
-                                     for (lid, e), why in sorted(memory.handovers_unfinished.items()) if e in present],
+            "archived_by_us": ordered({"list_id": lid, "email": email(e), "status": status}
+                                      for (lid, e), status in memory.archived_by_us.items() if e in present),
+            "refusals": ordered({"list_id": lid, "email": email(e), "action": r.action, "reason": text(r.reason),
+                                 "at": r.at} for (lid, e), r in memory.refusals.items() if e in present),
+            "opted_out": ordered({"email": email(e), "reason": text(why)}
+                                 for e, why in memory.opted_out.items() if e in present),
+            "handovers_unfinished": ordered({"list_id": lid, "email": email(e), "reason": text(why)}
+                                            for (lid, e), why in memory.handovers_unfinished.items() if e in present),
         }
 
 
@@ -240,12 +265,15 @@ def write_snapshot(path: str, *, config: Config, config_path: str, snapshot: Sna
                    hubspot: Any, audiences: Iterable[str], env: Mapping[str, str], keep_names: bool) -> list[str]:
     """Writes the seed to `path` (YAML, or JSON for a `.json` name) atomically, readable by the
     owner only; returns the lines to show on stderr. Reads the subscription definitions and the
-    property names from HubSpot (the snapshot holds neither)."""
+    property names from HubSpot (the snapshot holds neither), and the consent of restore candidates
+    the plan left unread because the audit log decided for them."""
     target = _checked_target(path, config_path)
     fake = Pseudonyms.from_env(env)
     writer = _Writer(config, snapshot, memory, fake, keep_names)
+    with ThreadPoolExecutor(hubspot.concurrency, thread_name_prefix="snapshot-consent") as pool:
+        consent = {**read_consent(hubspot, pool, writer.consent_unread(), lambda *_: None), **snapshot.consent}
     seed: dict[str, Any] = {
-        "hubspot": writer.hubspot(hubspot.subscription_definitions(), hubspot.contact_properties()),
+        "hubspot": writer.hubspot(hubspot.subscription_definitions(), hubspot.contact_properties(), consent),
         "mailchimp": writer.mailchimp(),
     }
     written_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -288,9 +316,10 @@ def _checked_target(path: str, config_path: str) -> Path:
     target = Path(path)
     if target.is_dir():
         raise ReconcilerError(f"--snapshot-out {path}: is a directory; name a file, e.g. .reconciler/snapshot.yaml")
-    config_dir = Path(config_path)
-    if config_dir.is_dir() and _inside(target, config_dir):
-        raise ReconcilerError(f"--snapshot-out {path}: inside the config directory {config_path}, which is usually "
+    config_dir = Path(config_path) if Path(config_path).is_dir() else Path(config_path).parent
+    # (A config in the working directory itself does not make the whole project off limits.)
+    if _inside(target, config_dir) and not _inside(Path.cwd(), config_dir):
+        raise ReconcilerError(f"--snapshot-out {path}: inside the config directory {config_dir}, which is usually "
                               "committed, and a snapshot holds personal data: write it elsewhere, e.g. "
                               ".reconciler/snapshot.yaml")
     if not target.parent.is_dir():
