@@ -405,6 +405,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "Point 4: a 405 archive counts as done only when the member reads archived; else a critical member "
         "stays live while the apply reports success.",
         MAILCHIMP_CLIENT),
+    # -- HubSpot client ----------------------------------------------------------------------------
+    Mutation(
+        "hubspot_guard_allows_subscribe", "reconciler/platforms/hubspot_prefs.py",
+        "            if not states or any(state != UNSUBSCRIBED for state in states):",
+        "            if False:",
+        "Nothing may send a subscribe status to HubSpot: the dated API would re-subscribe an opted-out contact.",
+        ("tests/test_hubspot_dated.py",)),
     # -- config safe defaults --------------------------------------------------------------------
     Mutation(
         "config_from_hubspot_default_false", "reconciler/config.py",
