@@ -327,9 +327,14 @@ class Runner:
             thread = threading.Thread(target=run, daemon=True)
             thread.start()
             self.background.append(thread)
-        deadline = time.monotonic() + (TIMEOUT if self.vendor == "mailchimp" else 0)
-        while self.in_flight() < before + count and time.monotonic() < deadline:
-            time.sleep(0.005)
+        if self.vendor != "mailchimp":
+            return
+        deadline = time.monotonic() + TIMEOUT
+        while self.in_flight() < before + count:
+            if time.monotonic() > deadline or not any(t.is_alive() for t in self.background[-count:]):
+                pytest.fail(f"only {self.in_flight() - before} of {count} background requests were held open at once; "
+                            "give the case a larger `options: {latency_ms: ...}`", pytrace=False)
+            time.sleep(0.002)
 
     def in_flight(self) -> int:
         api = self.sandbox.mailchimp_api
@@ -437,3 +442,75 @@ def test_enough_cases_per_vendor() -> None:
     short_of = {v: (counts[v], n) for v, n in MIN_CASES.items() if counts[v] < n}
     assert not short_of, f"too few conformance cases (have, need): {short_of}"
     assert all(isinstance(c.data.get("source"), str) and c.data["source"].strip() for c in CASES)
+
+
+# ----- the table of sandbox choices (README.md) --------------------------------------------------
+
+NOT_VENDOR_CHOICES = {"fault_kinds", "slow_ms"}  # fault injection switches, not vendor behaviour
+VARIANT_READ = re.compile(r"""variants\.get\(\s*["'](\w+)["']""")
+
+
+def variants_read_by_sandbox() -> set[str]:
+    found: set[str] = set()
+    for path in SANDBOX_DIR.glob("*.py"):
+        found |= set(VARIANT_READ.findall(path.read_text(encoding="utf-8")))
+    return found - NOT_VENDOR_CHOICES
+
+
+def sandbox_docstrings() -> str:
+    import ast
+    return "\n".join(ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+                     for path in SANDBOX_DIR.glob("*.py"))
+
+
+def choice_rows() -> list[list[str]]:
+    text = (HERE / "README.md").read_text(encoding="utf-8")
+    _, _, section = text.partition("## Sandbox choices where the sheets say [UNCONFIRMED]")
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if re.match(r"^\|\s*[MH]\d+\s*\|", line)]
+    assert rows, "README.md has no table of sandbox choices"
+    return rows
+
+
+def test_choice_table_names_real_cases_and_variants() -> None:
+    by_file = {path.name: {c.get("name") for c in load_file(path).get("cases") or []} for path in case_files()}
+    read = variants_read_by_sandbox()
+    documented = sandbox_docstrings()
+    problems: list[str] = []
+    named_variants: set[str] = set()
+    referenced: set[tuple[str, str]] = set()
+    for row in choice_rows():
+        label, cases, variant = row[0], row[3], row[4]
+        current: str | None = None
+        for found in re.finditer(r"`([\w.]+\.yaml)`|\"([^\"]+)\"", cases):
+            if found.group(1):
+                current = found.group(1)
+                continue
+            name = found.group(2)
+            if current is None or current not in by_file:
+                problems.append(f"{label}: case {name!r} names no existing file ({current})")
+            elif name not in by_file[current]:
+                problems.append(f"{label}: {current} has no case {name!r}")
+            else:
+                referenced.add((current, name))
+        for name in re.findall(r"`(\w+)`", variant):
+            named_variants.add(name)
+            if name not in read:
+                problems.append(f"{label}: variant {name} is not read by reconciler/sandbox (variants.get)")
+            if name not in documented:
+                problems.append(f"{label}: variant {name} is not named in a reconciler/sandbox docstring")
+    for name in sorted(read - named_variants):
+        problems.append(f"variant {name} is read by the sandbox but missing from the table in tests/conformance/README.md")
+    tabled_files = {file for file, _ in referenced}
+    for case in CASES:
+        if case.file in tabled_files and case.name.startswith(("choice:", "variant:")) and (case.file, case.name) not in referenced:
+            problems.append(f"{case.file}: {case.name!r} pins a choice but is not in the table")
+    assert not problems, "\n".join(problems)
+
+
+def test_cases_use_only_real_variants() -> None:
+    """A misspelt variant would silently replay the default answer."""
+    read = variants_read_by_sandbox() | NOT_VENDOR_CHOICES
+    wrong = [f"{c.file} :: {c.name}: {name}" for c in CASES
+             for name in list(c.file_data.get("variants") or {}) + list(c.data.get("variants") or {}) if name not in read]
+    assert not wrong, "unknown variants:\n" + "\n".join(wrong)

@@ -49,6 +49,8 @@ giving the other answer:
   own hash is a member, else 400 Invalid Resource. Addresses are not trimmed before hashing.
 - Email in place of the hash: member GET/PUT/PATCH/DELETE and GET tags (as the spec says);
   POST tags and delete-permanent take the hash only (404 otherwise).
+- GET members `status` takes one value; a comma-separated list is 400 Invalid Resource. `fields`
+  with `exclude_fields` is 400 Bad Request (the docs say only "will throw an error").
 - Cleaned members may have merge fields updated. `since_last_changed` is inclusive (>=), at
   one-second resolution. Default member order: creation order (stable for offset paging).
 - Tag names match case-insensitively; deactivating a tag a member lacks is a no-op. Bulk segment
