@@ -106,7 +106,8 @@ def _start_sandbox(args: Any, io: IO, stack: ExitStack, live_audit: str) -> tupl
     state_path.parent.mkdir(parents=True, exist_ok=True)
     seed = load_seed(seed_path)
     state = SandboxState(state_path, seed_digest(seed))
-    fresh = state.check(seed_path, Sandbox.discard_state, io.info)  # never a state built from another seed
+    fresh = state.check(seed_path, Sandbox.discard_state, io.info,  # never a state built from another seed
+                        strict="rehearsal" in seed)
     sandbox = Sandbox(seed, state_file=str(state_path))
     sandbox.start()
     stack.callback(sandbox.stop)
@@ -259,6 +260,9 @@ def run_plan(args: Any, config: Config, cli_io: Any) -> int:
     from reconciler.render.text import render_plan
 
     io = engine_io(cli_io)
+    if getattr(args, "snapshot_out", None):  # a bad path or key stops the run before it reads anything
+        from reconciler.snapshot import check_snapshot_out
+        check_snapshot_out(args.snapshot_out, getattr(args, "config", "config"), io.env)
     with open_session(args, config, io) as session:
         memory = read_memory(session.config, retry_refused=bool(getattr(args, "retry_refused", False)))
         snapshot, plan = observe_and_plan(session, memory, io)

@@ -30,6 +30,7 @@ class Pseudonyms:
     def __init__(self, key: bytes, *, random: bool) -> None:
         self._key = key
         self.random = random
+        self._emails: dict[str, str] = {}  # each person is met in both vendors and in the memory
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Pseudonyms":
@@ -53,10 +54,15 @@ class Pseudonyms:
         email = normalise_email(raw)
         if not email:
             return email
-        tag = self.digest("email", email)
-        if is_valid_email(email):
-            return f"p{tag}@{DOMAIN}"
-        return f"invalid-{tag}@no-dot" if "@" in email else f"invalid-{tag}"
+        fake = self._emails.get(email)
+        if fake is None:
+            tag = self.digest("email", email)
+            if is_valid_email(email):
+                fake = f"p{tag}@{DOMAIN}"
+            else:
+                fake = f"invalid-{tag}@no-dot" if "@" in email else f"invalid-{tag}"
+            self._emails[email] = fake
+        return fake
 
     def name(self, value: Any, owner: str) -> Any:
         """A fake for a name `owner` (a person's email) holds: values R13 compares as equal

@@ -44,16 +44,19 @@ class SandboxState:
     def mark(self) -> Path:
         return Path(str(self.path) + SEED_MARK_SUFFIX)
 
-    def check(self, seed_path: str, discard: Callable[[str], None], info: Callable[[str], None]) -> bool:
+    def check(self, seed_path: str, discard: Callable[[str], None], info: Callable[[str], None], *,
+              strict: bool = False) -> bool:
         """Discards a state built from another seed; True when the sandbox starts from the seed.
-        A state without a mark (written before marks existed) is kept and marked as this seed's."""
+        A state without a mark (written before marks existed) is kept and marked as this seed's,
+        unless `strict` (a rehearsal, which must never run on a state of unknown origin)."""
         if not self.path.exists():
             return True
         recorded = self.mark.read_text(encoding="utf-8").strip() if self.mark.exists() else None
-        if recorded is None or recorded == self.digest:
+        if recorded == self.digest or (recorded is None and not strict):
             return False
         discard(str(self.path))
-        info(f"sandbox: {self.path} was built from another seed than {seed_path}: starting over from it")
+        why = "was built from another seed than" if recorded else "does not say which seed it was built from; a rehearsal on"
+        info(f"sandbox: {self.path} {why} {seed_path}: starting over from it")
         return True
 
     def record(self) -> None:
@@ -76,10 +79,14 @@ def rehearsal_audit(seed: Mapping[str, Any], state: SandboxState, fresh: bool, l
             if old.name.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm")):  # never a lock file
                 old.unlink()
         facts = section.get("memory") or {}
-        expected = memory_of(facts)
-        log = AuditLog.open(str(path))
-        log.close()
-        _insert(path, facts, str(section.get("config_checksum") or ""))
+        try:
+            expected = memory_of(facts)
+            log = AuditLog.open(str(path))
+            log.close()
+            _insert(path, facts, str(section.get("config_checksum") or ""))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ReconcilerError(f"rehearsal: the seed's rehearsal.memory is not as `--snapshot-out` writes it "
+                                  f"({type(exc).__name__}: {exc}); write the snapshot again") from None
         log = AuditLog.open(str(path))
         try:
             rebuilt = log.memory()

@@ -218,7 +218,12 @@ def test_a_state_built_from_another_seed_is_never_reused(tmp_path: Path, monkeyp
     with started(tmp_path, SEED, demo_config_doc()) as env:
         assert _cli(env, "--plan", "--snapshot-out", "snapshot.yaml").code == 0
         rehearsal = _rehearse(env, "snapshot.yaml", "--plan", "--detailed-exitcode")
-    assert rehearsal.code == 2 and "was built from another seed" in rehearsal.err, rehearsal.text
+        assert rehearsal.code == 2 and "was built from another seed" in rehearsal.err, rehearsal.text
+        # A state that does not say which seed it was built from (older versions) is no base for a rehearsal.
+        assert _rehearse(env, "snapshot.yaml", "--apply", "--yes").code == 0
+        Path(".reconciler/sandbox-state.json.seed-sha256").unlink()
+        unmarked = _rehearse(env, "snapshot.yaml", "--plan", "--detailed-exitcode")
+        assert unmarked.code == 2 and "does not say which seed" in unmarked.err, unmarked.text
     back = demo("--plan", "--detailed-exitcode", config=config)
     assert back.code == 2 and "was built from another seed" in back.err  # the demo starts over too
     assert _audit_rows(LIVE_AUDIT) == demo_audit
@@ -235,6 +240,7 @@ def test_snapshot_refusals_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
         for run in (inside, short):
             assert "Traceback" not in run.err
         assert not list(tmp_path.glob("*.yaml")) and not list(env.config_path.parent.glob("snapshot*"))
+        assert inside.out == short.out == "" and env.sandbox.total_requests() == 0  # refused before any read
 
 
 def test_pseudonyms_keep_validity_and_link_one_person_across_vendors() -> None:
