@@ -472,4 +472,11 @@ def run_audit(args: Any, config: Config, cli_io: Any) -> int:
     """`reconcile --audit`: query the append-only log as a table, CSV or JSON (reconciler.audit_query)."""
     from reconciler.audit_query import run_audit as query
 
+    if getattr(args, "sandbox", False):  # on a snapshot (a rehearsal): the rehearsal's own audit log
+        from reconciler.rehearsal import audit_of_seed
+
+        path = audit_of_seed(args.sandbox_seed or default_seed(getattr(args, "config", None) or "config"),
+                             Path(SANDBOX_STATE))
+        if path is not None:
+            config = dataclasses.replace(config, audit=dataclasses.replace(config.audit, path=path))
     return query(args, config, cli_io)

@@ -73,7 +73,7 @@ def rehearsal_audit(seed: Mapping[str, Any], state: SandboxState, fresh: bool, l
     section = seed.get("rehearsal")
     if not isinstance(section, Mapping):
         return None
-    path = state.path.parent / f"rehearsal-{state.digest[:16]}.sqlite"
+    path = audit_path(state)
     if fresh or not path.exists():
         for old in state.path.parent.glob("rehearsal-*.sqlite*"):
             if old.name.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm")):  # never a lock file
@@ -100,6 +100,22 @@ def rehearsal_audit(seed: Mapping[str, Any], state: SandboxState, fresh: bool, l
     else:
         info(f"rehearsal: audit log {path} (the live audit log {live_audit} is not used; --sandbox-reset starts over)")
     return str(path)
+
+
+def audit_path(state: SandboxState) -> Path:
+    return state.path.parent / f"rehearsal-{state.digest[:16]}.sqlite"
+
+
+def audit_of_seed(seed_path: str, state_path: Path) -> str | None:
+    """The rehearsal audit log of a snapshot seed (for `--audit --sandbox --sandbox-seed FILE`), None
+    for a seed that is no snapshot or cannot be read (the config's audit.path then applies)."""
+    from reconciler.sandbox.seed import SeedError, load_seed
+
+    try:
+        seed = load_seed(seed_path)
+    except SeedError:
+        return None
+    return str(audit_path(SandboxState(state_path, seed_digest(seed)))) if "rehearsal" in seed else None
 
 
 def memory_of(facts: Mapping[str, Any]) -> Memory:

@@ -25,6 +25,7 @@ from e2e_helpers import (DEMO_SEED, LIST_ID, SANDBOX_ENV, Env, Run, demo, demo_c
 from reconciler.model import Memory, Refusal, is_valid_email
 from reconciler.pseudonyms import Pseudonyms
 from reconciler.rehearsal import memory_of
+from reconciler.sandbox.seed import load_seed
 
 SEED = yaml.safe_load(DEMO_SEED.read_text(encoding="utf-8"))
 CONTACT_EMAILS = {c["id"]: c["email"] for c in SEED["hubspot"]["contacts"]}
@@ -158,7 +159,11 @@ def test_rehearsal_plan_equals_the_live_plan_and_its_apply_touches_nothing_live(
         again = _rehearse(env, "snapshot.yaml", "--plan", "--detailed-exitcode")
         assert again.code == 0, again.text
         (log,) = Path(".reconciler").glob("rehearsal-*.sqlite")
-        assert _audit_rows(log)[0] > 74
+        assert _audit_rows(log)[0] > 75
+        # `--audit` on the snapshot reads the rehearsal's log: pseudonyms only.
+        rows = _rehearse(env, "snapshot.yaml", "--audit", "--format", "json", "--no-redact").json()
+        applied_rows = [r for r in rows if r["phase"] == "outcome" and r["outcome"] == "applied"]
+        assert len(applied_rows) == 75 and all(r["email"] in mapping.values() for r in applied_rows)
 
 
 def test_rehearsal_sees_the_live_audit_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,6 +211,10 @@ def test_names_are_kept_only_with_no_redact_and_a_random_key_is_used_without_one
         other = {c["id"]: c for c in yaml.safe_load(Path("named.yaml").read_text(encoding="utf-8"))["hubspot"]["contacts"]}
         assert other["1001"]["email"] != by_id["1001"]["email"] and other["1001"]["email"].endswith(".example.com")
         assert other["1001"]["properties"]["firstname"].startswith("Name-")
+        as_json = _cli(env, "--plan", "--snapshot-out", "named.json", environ=SANDBOX_ENV)
+        assert as_json.code == 0, as_json.text
+        loaded = load_seed("named.json")  # JSON, with the header's words inside
+        assert "personal data" in loaded["rehearsal"]["note"] and len(loaded["hubspot"]["contacts"]) == len(other)
 
 
 def test_a_state_built_from_another_seed_is_never_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
