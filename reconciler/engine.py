@@ -254,7 +254,7 @@ def _safety_lines(plan: Plan, config: Config) -> list[str]:
 
 def run_plan(args: Any, config: Config, cli_io: Any) -> int:
     """`reconcile --plan`: observe, plan, render; exit 2 with --detailed-exitcode when changes."""
-    from reconciler.pseudonym import PLAN_KEY_ENV, plan_pseudonymiser
+    from reconciler.pseudonyms import PLAN_KEY_ENV, plan_pseudonyms
     from reconciler.render.json_plan import dumps_document, write_plan_json
     from reconciler.render.markdown import render_markdown
     from reconciler.render.text import render_plan
@@ -280,7 +280,7 @@ def run_plan(args: Any, config: Config, cli_io: Any) -> int:
         if getattr(args, "snapshot_out", None):
             _write_snapshot(args, session, snapshot, memory, io)
         if getattr(args, "out", None):
-            keyed = plan_pseudonymiser(io.env)
+            keyed = plan_pseudonyms(io.env)
             write_plan_json(args.out, _document(plan, session, args, redact=False, pseudonymiser=keyed))
             io.info(f"plan: written to {args.out} (checksum {plan.checksum}"
                     + (f"; emails pseudonymised with {PLAN_KEY_ENV}, key id {keyed.key_id})" if keyed else ")"))
@@ -409,10 +409,10 @@ def _apply_flow(args: Any, session: Session, audit: AuditLog, run_id: str, opera
     from reconciler.render.mask import mask_text, show_email
     from reconciler.render.text import render_plan, render_safety_violations
 
-    from reconciler.pseudonym import plan_pseudonymiser
+    from reconciler.pseudonyms import plan_pseudonyms
 
     redact = _redact(args, io)
-    keyed = plan_pseudonymiser(io.env)
+    keyed = plan_pseudonyms(io.env)
     if getattr(args, "plan_file", None):
         reviewed_plan(args, keyed)  # an edited file or one made with other options: refused before observing
     memory = audit.memory(retry_refused=bool(getattr(args, "retry_refused", False)))

@@ -1,8 +1,11 @@
-"""Pseudonyms for a snapshot (`--plan --snapshot-out`): keyed HMACs of emails, names and email-like text.
+"""Keyed pseudonyms (HMAC-SHA256) of emails, names and email-like text, for the two files that
+leave the operator's machine: a snapshot (`--plan --snapshot-out`, key `RECONCILER_SNAPSHOT_KEY`
+or a random one) and a plan file (`--plan --out` under `RECONCILER_PLAN_KEY`).
 
-Separate from the snapshot's shape because the privacy decisions live here, testable alone: the
-same person gets the same fake address in both vendors, a valid email stays valid and an invalid
-one stays invalid, and nothing can be reversed without the key.
+Separate from the snapshot's shape and the plan's format because the privacy decisions live here,
+testable alone: the same person gets the same fake address in both vendors, a valid email stays
+valid and an invalid one stays invalid, and nothing can be reversed, nor a guessed address
+confirmed, without the key (an unkeyed hash could be confirmed by hashing a list of addresses).
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import replace
 from typing import Any, Mapping
 
 from reconciler.errors import ReconcilerError
 from reconciler.model import is_valid_email, normalise_email
+from reconciler.plan import Change, Plan, Report
 from reconciler.normalise import normalise_text
 from reconciler.render.mask import EMAIL_PATTERN
 
 KEY_VARIABLE = "RECONCILER_SNAPSHOT_KEY"
+PLAN_KEY_ENV = "RECONCILER_PLAN_KEY"
 MIN_KEY_LENGTH = 16
 # Reserved for documentation (RFC 2606): no real mailbox can receive mail there, and Mailchimp's
 # and HubSpot's address checks accept it (`.invalid` would be refused by Mailchimp's).
@@ -81,3 +87,51 @@ class Pseudonyms:
         if not isinstance(value, str) or "@" not in value:
             return value
         return EMAIL_PATTERN.sub(lambda found: self.email(found.group(0)) or "", value)
+
+
+class PlanPseudonyms:
+    """A plan with every email (a change's or report's `email`, reasons, values) replaced by its
+    pseudonym under `RECONCILER_PLAN_KEY`: the same key gives the same plan file pseudonyms, so
+    `--apply FILE` pseudonymises its re-plan and compares change by change."""
+
+    def __init__(self, key: str) -> None:
+        if len(key) < MIN_KEY_LENGTH:
+            raise ReconcilerError(f"{PLAN_KEY_ENV} is too short ({len(key)} characters): use at least "
+                                  f"{MIN_KEY_LENGTH} random characters (e.g. `openssl rand -hex 32`)")
+        self._names = Pseudonyms(key.encode("utf-8"), random=False)
+
+    @property
+    def key_id(self) -> str:
+        """Names the key in a plan file without revealing it: an apply with another key is refused."""
+        return self._names.digest("key id", "reconciler plan")
+
+    def email(self, email: str) -> str:
+        return self._names.email(email) or email
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._names.text(value)
+        if isinstance(value, Mapping):
+            return {self.value(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(v) for v in value]
+        return value
+
+    def change(self, change: Change) -> Change:
+        return Change.make(change.system, change.action, change.target, self.email(change.email),
+                           self.value(dict(change.before)), self.value(dict(change.after)),
+                           self.value(change.reason), change.step, change.contact_id)
+
+    def report(self, report: Report) -> Report:
+        email = self.email(report.email) if report.email else report.email
+        return Report(report.kind, report.target, email, self.value(report.reason))
+
+    def plan(self, plan: Plan) -> Plan:
+        return replace(plan, changes=tuple(self.change(c) for c in plan.changes),
+                       reports=tuple(self.report(r) for r in plan.reports))
+
+
+def plan_pseudonyms(env: Mapping[str, str]) -> PlanPseudonyms | None:
+    """The plan pseudonyms of `RECONCILER_PLAN_KEY`, or None when it is unset or empty."""
+    key = env.get(PLAN_KEY_ENV) or ""
+    return PlanPseudonyms(key) if key else None

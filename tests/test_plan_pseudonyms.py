@@ -30,8 +30,9 @@ def demo(*argv: str, env: dict[str, str] = ENV):  # type: ignore[no-untyped-def]
 
 
 def pseudonym(email: str) -> str:
-    """Computed here from the documented scheme (HMAC-SHA256 of the lower-cased email)."""
-    return "p" + hmac.new(KEY.encode(), email.lower().encode(), hashlib.sha256).hexdigest()[:24] + "@pseudonym.invalid"
+    """Computed here from the documented scheme (HMAC-SHA256 of "email", a NUL and the lower-cased email)."""
+    tag = hmac.new(KEY.encode(), b"email\0" + email.lower().encode(), hashlib.sha256).hexdigest()[:16]
+    return f"p{tag}@pseudonym.example.com"
 
 
 def test_the_plan_file_holds_no_email_and_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +46,7 @@ def test_the_plan_file_holds_no_email_and_applies(tmp_path: Path, monkeypatch: p
     emails = {c["email"] for c in document["changes"]}
     # 1001 is on critical list 762 with a subscribed member: R2 archives it (seed header).
     assert pseudonym("recruit01@example.com") in emails
-    assert all(e.endswith("@pseudonym.invalid") for e in emails)
+    assert all(e.endswith("@pseudonym.example.com") for e in emails)
     # The real checksum is kept: --apply --checksum works from the artifact alone.
     live = demo("--plan", "--format", "json", env={})
     assert json.loads(live.out)["checksum"] == document["checksum"]

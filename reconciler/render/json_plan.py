@@ -50,7 +50,7 @@ def plan_to_document(plan: Plan, *, config_checksum: str, audiences: Sequence[st
                      redact: bool, generated_at: str | None = None, pseudonymiser: Any = None) -> dict[str, Any]:
     """The versioned JSON document for `plan` (plain values, ready for `json.dumps`).
 
-    With a `pseudonymiser` (reconciler.pseudonym, the plan file under `RECONCILER_PLAN_KEY`) every
+    With a `pseudonymiser` (reconciler.pseudonyms.PlanPseudonyms, the plan file under `RECONCILER_PLAN_KEY`) every
     email is its keyed pseudonym; `checksum` stays the real plan's (for `--apply --checksum`) and
     `file_checksum` is over the pseudonymised changes, so an edit of the file is still caught."""
     shown = pseudonymiser.plan(plan) if pseudonymiser is not None else plan
@@ -172,7 +172,7 @@ def read_plan_json(path: str | os.PathLike[str], pseudonymiser: Any = None) -> t
 
 def _pseudonymised_checksum(source: Path, document: Mapping[str, Any], pseudonymiser: Any) -> str:
     """The checksum a pseudonymised file's changes must give, once its key is known to be ours."""
-    from reconciler.pseudonym import PLAN_KEY_ENV
+    from reconciler.pseudonyms import PLAN_KEY_ENV
 
     marker = document.get("pseudonymised")
     if pseudonymiser is None:
