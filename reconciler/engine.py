@@ -62,6 +62,7 @@ class Session:
     mailchimp: Any
     audiences: tuple[str, ...]
     sandbox: Any = None
+    rehearsal: bool = False  # --sandbox on a snapshot: its own audit log, and no notifications
 
 
 def _select_audiences(config: Config, name: str | None) -> tuple[str, ...]:
@@ -132,7 +133,7 @@ def open_session(args: Any, config: Config, io: IO) -> Iterator[Session]:
     from reconciler.platforms.mailchimp import MailchimpClient
 
     with ExitStack() as stack:
-        sandbox = None
+        sandbox, rehearsal_audit = None, None
         if getattr(args, "sandbox", False):
             sandbox, rehearsal_audit = _start_sandbox(args, io, stack, config.audit.path)
             config = _with_sandbox_credentials(config, sandbox, rehearsal_audit)
@@ -140,7 +141,8 @@ def open_session(args: Any, config: Config, io: IO) -> Iterator[Session]:
         mailchimp = MailchimpClient(config.mailchimp)
         stack.callback(hubspot.close)
         stack.callback(mailchimp.close)
-        yield Session(config, hubspot, mailchimp, _select_audiences(config, getattr(args, "audience", None)), sandbox)
+        yield Session(config, hubspot, mailchimp, _select_audiences(config, getattr(args, "audience", None)), sandbox,
+                      rehearsal=rehearsal_audit is not None)
 
 
 @contextmanager
@@ -285,7 +287,10 @@ def run_plan(args: Any, config: Config, cli_io: Any) -> int:
             io.info(f"plan: written to {args.out} (checksum {plan.checksum}"
                     + (f"; emails pseudonymised with {PLAN_KEY_ENV}, key id {keyed.key_id})" if keyed else ")"))
     if getattr(args, "detailed_exitcode", False) and plan.changes:
-        _notify_drift(session.config, plan, io)
+        if session.rehearsal:
+            io.info("notify: a rehearsal posts no drift notification")
+        else:
+            _notify_drift(session.config, plan, io)
         return errors.EXIT_CHANGES
     return errors.EXIT_OK
 
@@ -335,6 +340,7 @@ class ApplyResult:
     message: str = ""
     plan_checksum: str | None = None
     run_id: str = "not started"
+    rehearsal: bool = False  # an apply on a snapshot copy: the team's channels hear nothing of it
 
 
 def run_apply(args: Any, config: Config, cli_io: Any) -> int:
@@ -352,7 +358,10 @@ def run_apply(args: Any, config: Config, cli_io: Any) -> int:
             else type(error).__name__
         raise
     finally:
-        _notify(config, result.run_id, result, io)
+        if result.rehearsal:
+            io.info("notify: a rehearsal posts no notifications")
+        else:
+            _notify(config, result.run_id, result, io)
 
 
 def _run_apply(args: Any, config: Config, io: IO, result: "ApplyResult") -> int:
@@ -362,6 +371,7 @@ def _run_apply(args: Any, config: Config, io: IO, result: "ApplyResult") -> int:
                               "or pass the reviewed plan file (--apply plan.json) or --checksum SHA")
     operator = operator_name(io.env)
     with open_session(args, config, io) as session, apply_lock(session.config.audit.path, operator=operator):
+        result.rehearsal = session.rehearsal
         audit = open_audit(session.config)
         run_id = audit.start_run(command="apply", operator=operator, config_checksum=session.config.checksum,
                                  plan_checksum=getattr(args, "checksum", None))

@@ -301,3 +301,29 @@ def test_memory_facts_round_trip_through_a_rehearsal_audit_log(tmp_path: Path, m
         opted_out={"p2@pseudonym.example.com": "archived while cleaned on 2026-01-03",
                    "p4@pseudonym.example.com": "R11 unsubscribed in Mailchimp audience main on 2026-01-04"},
         handovers_unfinished={(LIST_ID, "p5@pseudonym.example.com"): "R12 handover Recruitment Finished to list 947"})
+
+
+def test_a_rehearsal_posts_no_notification(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The team's channels hear of live applies and live drift only, never of a rehearsal on a copy."""
+    from tests.webhook_receiver import Receiver
+
+    monkeypatch.chdir(tmp_path)
+    receiver = Receiver()
+    try:
+        hooks = {"TEAMS_WEBHOOK_URL": receiver.url("/teams"), "SLACK_WEBHOOK_URL": receiver.url("/slack")}
+        doc = demo_config_doc()
+        doc["notifications"] = {"teams": {"webhook_url": "${TEAMS_WEBHOOK_URL}",
+                                          "on": ["failed", "unsafe", "stale", "applied", "drift"]}}
+        with started(tmp_path, SEED, doc) as env:
+            environ = {**ENV, **hooks}
+            assert _cli(env, "--plan", "--snapshot-out", "snapshot.yaml", environ=environ).code == 0
+            drift = _cli(env, "--sandbox", "--sandbox-seed", "snapshot.yaml", "--plan", "--detailed-exitcode",
+                         environ=environ)
+            assert drift.code == 2 and "a rehearsal posts no drift notification" in drift.err, drift.text
+            applied = _cli(env, "--sandbox", "--sandbox-seed", "snapshot.yaml", "--apply", "--yes", environ=environ)
+            assert applied.code == 0 and "a rehearsal posts no notifications" in applied.err, applied.text
+            assert receiver.posts == []
+            live = _cli(env, "--plan", "--detailed-exitcode", environ=environ)  # the live portal still drifts
+            assert live.code == 2 and len(receiver.bodies("/teams")) == 1
+    finally:
+        receiver.close()
