@@ -276,7 +276,8 @@ class Preferences:
         for error in body.get("errors") or []:
             if not isinstance(error, Mapping):
                 continue
-            named = {str(v).strip().lower() for values in (error.get("context") or {}).values()
+            context = error.get("context")
+            named = {str(v).strip().lower() for values in (context.values() if isinstance(context, Mapping) else ())
                      if isinstance(values, list) for v in values}
             message = str(error.get("message") or error.get("category") or "HubSpot reported an error")
             for key in part:
