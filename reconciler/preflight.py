@@ -71,7 +71,7 @@ def live_checks(config: Config, hubspot: HubSpotClient, mailchimp: MailchimpClie
         name = config.subscription_name(sid)
         if sid not in definitions:
             problems.append(f"subscriptions.{name}: HubSpot has no subscription type {sid} "
-                            "(see /communication-preferences/v3/definitions)")
+                            "(its subscription types: HubSpot Settings, Marketing, Email, Subscriptions)")
         elif OPTOUT_PREFIX + sid not in props:
             problems.append(f"subscriptions.{name}: HubSpot has no contact property {OPTOUT_PREFIX}{sid}, so "
                             "opt-outs from it cannot be read")
