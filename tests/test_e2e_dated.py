@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from e2e_helpers import (
-    DEMO_SEED,
     MARKETING,
     assert_compliance,
     changes_of,
@@ -28,10 +26,7 @@ from e2e_helpers import (
     started,
 )
 
-SEED = yaml.safe_load(DEMO_SEED.read_text(encoding="utf-8"))
-CONTACTS = {c["id"]: c for c in SEED["hubspot"]["contacts"]}
-LISTS = {x["id"]: x for x in SEED["hubspot"]["lists"]}
-SEED_MEMBERS = {m["email"]: m for m in SEED["mailchimp"]["audiences"][0]["members"]}
+from test_e2e_demo import CONTACTS, LISTS, SEED, SEED_MEMBERS  # the demo seed, read once
 PREFS = "/communication-preferences/2026-03"
 BATCH_WRITE = f"POST {PREFS}/statuses/batch/write"
 SINGLE_WRITE = f"POST {PREFS}/statuses/{{subscriberIdString}}"

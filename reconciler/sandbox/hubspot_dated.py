@@ -42,7 +42,7 @@ from typing import Any
 
 from .http import Request, Response, Router
 from .hubspot_common import ApiError, batch_answer, iso, json_object, now_ms, ok
-from .hubspot_prefs import LEGAL_BASES, PreferenceRoutes, _unknown_email
+from .hubspot_prefs import PreferenceRoutes, _unknown_email, status_target
 from .hubspot_state import NOT_SUBSCRIBED, SUBSCRIBED, ContactRecord, HubSpotState
 
 VERSION = "2026-03"
@@ -175,15 +175,7 @@ class DatedPreferenceRoutes:
             raise ApiError(400, "subscriptionId is required and must be an integer")
         sid = str(int(raw_sid))
         legal, explanation = body.get("legalBasis"), body.get("legalBasisExplanation")
-        if legal is not None and legal not in LEGAL_BASES:
-            raise ApiError(400, f"Invalid legalBasis {legal}; expected one of {sorted(LEGAL_BASES)}")
-        if self.state.gdpr and (not legal or not explanation):
-            raise ApiError(400, "legalBasis and legalBasisExplanation are required for GDPR enabled portals")
-        contact = self.state.find_contact(email, "email")
-        if contact is None:
-            raise _unknown_email(email)
-        if sid not in self.state.subscriptions:
-            raise ApiError(400, f"Subscription {sid} does not exist in this portal")
+        contact = status_target(self.state, email, sid, legal, explanation)
         return self._set(request, contact, email, sid, wanted, legal, explanation)
 
     def _set(self, request: Request, contact: ContactRecord, email: str, sid: str, wanted: str,

@@ -19,6 +19,21 @@ LEGAL_BASES = {"CONSENT_WITH_NOTICE", "LEGITIMATE_INTEREST_CLIENT", "LEGITIMATE_
 V4_STATES = {"SUBSCRIBED": SUBSCRIBED, "UNSUBSCRIBED": NOT_SUBSCRIBED}
 
 
+def status_target(state: HubSpotState, email: str, sid: str, legal: Any, explanation: Any) -> ContactRecord:
+    """The contact a status write (v3 or dated) is about, after the checks both generations make:
+    a known legal basis (both required on a GDPR portal), a known email, a known subscription."""
+    if legal is not None and legal not in LEGAL_BASES:
+        raise ApiError(400, f"Invalid legalBasis {legal}; expected one of {sorted(LEGAL_BASES)}")
+    if state.gdpr and (not legal or not explanation):
+        raise ApiError(400, "legalBasis and legalBasisExplanation are required for GDPR enabled portals")
+    contact = state.find_contact(email, "email")
+    if contact is None:
+        raise _unknown_email(email)
+    if sid not in state.subscriptions:
+        raise ApiError(400, f"Subscription {sid} does not exist in this portal")
+    return contact
+
+
 def _unknown_email(email: str) -> ApiError:
     return ApiError(404, f"{email} either has no subscriptions associated with this portal or does not exist",
                     "OBJECT_NOT_FOUND")
@@ -79,16 +94,7 @@ class PreferenceRoutes:
             raise ApiError(400, "Invalid input JSON: emailAddress and subscriptionId are required")
         sid = str(sid)
         legal, explanation = body.get("legalBasis"), body.get("legalBasisExplanation")
-        if legal is not None and legal not in LEGAL_BASES:
-            raise ApiError(400, f"Invalid legalBasis {legal}; expected one of {sorted(LEGAL_BASES)}")
-        if self.state.gdpr and (not legal or not explanation):
-            raise ApiError(400, "legalBasis and legalBasisExplanation are required for GDPR enabled portals")
-        contact = self.state.find_contact(email, "email")
-        if contact is None:
-            raise _unknown_email(email)
-        if sid not in self.state.subscriptions:
-            raise ApiError(400, f"Subscription {sid} does not exist in this portal")
-        return contact, sid, legal, explanation
+        return status_target(self.state, email, sid, legal, explanation), sid, legal, explanation
 
     def subscribe(self, request: Request) -> Response:
         contact, sid, legal, explanation = self._v3_target(request)
