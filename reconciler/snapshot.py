@@ -333,7 +333,9 @@ def _checked_target(path: str, config_path: str) -> Path:
                               "committed, and a snapshot holds personal data: write it elsewhere, e.g. "
                               ".reconciler/snapshot.yaml")
     if not target.parent.is_dir():
-        raise ReconcilerError(f"--snapshot-out {path}: the directory {target.parent} does not exist")
+        if target.parent.name != ".reconciler" or target.parent.exists():
+            raise ReconcilerError(f"--snapshot-out {path}: the directory {target.parent} does not exist")
+        target.parent.mkdir(parents=True)  # the product's own working directory, as an apply makes it
     return target
 
 

@@ -246,10 +246,16 @@ def test_snapshot_refusals_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
         assert inside.code == 1 and "inside the config directory" in inside.err, inside.text
         short = _cli(env, "--plan", "--snapshot-out", "s.yaml", environ={**SANDBOX_ENV, "RECONCILER_SNAPSHOT_KEY": "x"})
         assert short.code == 1 and "RECONCILER_SNAPSHOT_KEY is too short" in short.err, short.text
-        for run in (inside, short):
+        missing = _cli(env, "--plan", "--snapshot-out", "nowhere/s.yaml")
+        assert missing.code == 1 and "the directory nowhere does not exist" in missing.err, missing.text
+        for run in (inside, short, missing):
             assert "Traceback" not in run.err
         assert not list(tmp_path.glob("*.yaml")) and not list(env.config_path.parent.glob("snapshot*"))
-        assert inside.out == short.out == "" and env.sandbox.total_requests() == 0  # refused before any read
+        assert inside.out == short.out == missing.out == "" and env.sandbox.total_requests() == 0  # before any read
+        # The product's own `.reconciler/` is made when missing (a first run has no audit log yet).
+        assert not Path(".reconciler").exists()
+        made = _cli(env, "--plan", "--snapshot-out", ".reconciler/first.yaml")
+        assert made.code == 0 and Path(".reconciler/first.yaml").exists(), made.text
 
 
 def test_pseudonyms_keep_validity_and_link_one_person_across_vendors() -> None:
