@@ -119,7 +119,7 @@ def _granted(future: Future[T], problems: list[str]) -> T | None:
         if scopes:
             problems.append(f"hubspot.token: the token lacks the scope(s) {scopes.group(1)} (HubSpot answered 403 "
                             f"MISSING_SCOPES to {request}): add them to the private app or service key (README: "
-                            "HubSpot access) and run --plan again")
+                            "Access to HubSpot and Mailchimp) and run --plan again")
         else:
             problems.append(f"hubspot.token: HubSpot answered 403 to {request}: {exc.detail}")
         return None
