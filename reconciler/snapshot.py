@@ -9,8 +9,6 @@ its own (reconciler.rehearsal), so that a rehearsal plan on the copy equals the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +21,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.model import AudienceState, Contact, Memory, Snapshot
 from reconciler.observe import mapped_properties
 from reconciler.observe_compliance import read_consent
+from reconciler.private_files import write_private
 from reconciler.pseudonyms import KEY_VARIABLE, Pseudonyms
 from reconciler.sandbox.hubspot_state import PROCESSING_TYPES, STANDARD_PROPERTIES
 from reconciler.sandbox.mailchimp_state import MERGE_TYPES
@@ -296,7 +295,7 @@ def write_snapshot(path: str, *, config: Config, config_path: str, snapshot: Sna
         writer.notes.append(f"{len(snapshot.contacts)} contacts: a .json snapshot is written and loaded about ten "
                             "times faster than YAML at this size")
     replaced = target.exists()
-    _write_atomically(target, text)
+    write_private(target, text, what="snapshot")
     lines = [f"snapshot: {'replaced' if replaced else 'written to'} {target}: {len(snapshot.contacts)} contacts, "
              f"{sum(len(s.members) for s in snapshot.audiences.values())} members; emails pseudonymised, names "
              f"{seed['rehearsal']['names']}; it still holds personal data (property values, ids): keep it private",
@@ -346,20 +345,3 @@ def _inside(path: Path, directory: Path) -> bool:
         return False
     return True
 
-
-def _write_atomically(target: Path, text: str) -> None:
-    """A temporary file beside the target, then a rename: readers see the old file or the new one."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, target)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise ReconcilerError(f"--snapshot-out {target}: cannot write it ({exc.strerror})") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -20,9 +20,6 @@ from reconciler.platforms.hubspot_search import (SEARCH_GROUPS, SEARCH_PAGE, SEA
 from reconciler.platforms.results import ALREADY, APPLIED, FAILED, WriteResult
 from reconciler.settings import HubSpotSettings
 
-CONTACTS = "/crm/v3/objects/contacts"
-LISTS = "/crm/v3/lists"
-PREFS = "/communication-preferences/v3"
 CONTACT_BATCH = 100  # "Batch operations are limited to 100 records at a time."
 MEMBERSHIP_PAGE = 250  # Lists v3 memberships: max `limit`
 MEMBERSHIP_BATCH = 500  # ids per memberships add/remove: the cap is [UNCONFIRMED]; v1 took 500, as does the sandbox

@@ -10,7 +10,6 @@ from typing import Any, Collection, Mapping
 
 from reconciler.errors import PermanentVendorError
 
-SEARCH = "/crm/v3/objects/contacts/search"
 SEARCH_PER_SECOND = 5  # per account, apart from (and exempt from) the ten-secondly window
 SEARCH_PAGE = 200  # `limit` maximum
 SEARCH_RESULT_CAP = 10_000  # results one query can page through; beyond, HubSpot answers 400

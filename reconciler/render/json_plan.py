@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reconciler.errors import ReconcilerError, StalePlan
+from reconciler.private_files import write_private
 from reconciler.plan import ACTIONS, FORMAT_VERSION, HUBSPOT, MAILCHIMP, Change, Plan, checksum_of
 from reconciler.render.diff import plain
 from reconciler.render.mask import mask_email, mask_text, mask_value
@@ -86,29 +86,8 @@ def dumps_document(document: Mapping[str, Any]) -> str:
 
 
 def write_plan_json(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
-    """Write the plan owner-only (0600), atomically: readers see the old file or the whole new one.
-
-    The temporary file is created by `mkstemp` (os.open with O_CREAT|O_EXCL, mode 0600), so its
-    content is never readable by others, and `os.replace` gives the final name that mode too even
-    when an older, world-readable plan was there.
-    """
-    target = Path(path)
-    text = dumps_document(document)
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as error:
-        raise ReconcilerError(f"cannot write plan file {target}: {error.strerror}; check that the directory "
-                              f"exists and is writable") from None
-    try:
-        os.fchmod(fd, 0o600)  # mkstemp already does this; say it here so the intent survives refactors
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise ReconcilerError(f"cannot write plan file {target}: {error.strerror}; check the path and free space") from None
+    """Write the plan owner-only (0600), atomically: readers see the old file or the whole new one."""
+    write_private(path, dumps_document(document), what="plan file")
 
 
 def _bad(path: Path, what: str) -> ReconcilerError:
